@@ -23,3 +23,11 @@ class CameraError(RenderFMError, ValueError):
 
 class BackendUnavailableError(RenderFMError, RuntimeError):
     """A requested compute or rendering backend is not available on this machine."""
+
+
+class GaussianError(RenderFMError, ValueError):
+    """A set of Gaussians is malformed (shapes, non-finite values, unsupported SH degree...)."""
+
+
+class PlyError(RenderFMError, ValueError):
+    """A PLY file cannot be read or written (bad header, truncated data, missing properties...)."""

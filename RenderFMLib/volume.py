@@ -11,8 +11,11 @@ Conventions (see DESIGN.md):
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +51,7 @@ class Volume:
     def __post_init__(self) -> None:
         self.array = np.ascontiguousarray(self.array, dtype=np.float32)
         self.ijk_to_ras = np.asarray(self.ijk_to_ras, dtype=np.float64).reshape(4, 4)
-        validate_array(self.array, self.ijk_to_ras, self.name)
+        validate_array(self.array, self.ijk_to_ras, self.source or self.name)
 
     # ---- geometry -------------------------------------------------------------------------------------
     @property
@@ -145,12 +148,12 @@ def validate_array(array: np.ndarray, ijk_to_ras: np.ndarray, name: str) -> None
         raise VolumeError(f"{name}: {bad} voxel(s) are NaN or Inf; fix or mask them before rendering")
     if not np.isfinite(ijk_to_ras).all():
         raise VolumeError(f"{name}: the geometry (ijk_to_ras) contains NaN or Inf")
-    if abs(np.linalg.det(ijk_to_ras[:3, :3])) < 1e-12:
-        raise VolumeError(f"{name}: the voxel axes are degenerate (singular direction/spacing matrix)")
     spacing = np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
     if spacing.min() < MIN_SPACING_MM or spacing.max() > MAX_SPACING_MM:
-        raise VolumeError(f"{name}: absurd voxel spacing {np.round(spacing, 6).tolist()} mm (accepted "
+        raise VolumeError(f"{name}: absurd voxel spacing {[float(f'{s:.6g}') for s in spacing]} mm (accepted "
                           f"{MIN_SPACING_MM}..{MAX_SPACING_MM} mm per axis); the file header is probably wrong")
+    if abs(np.linalg.det(ijk_to_ras[:3, :3] / spacing[None, :])) < 1e-6:
+        raise VolumeError(f"{name}: the voxel axes are degenerate (singular direction matrix)")
     lo, hi = float(array.min()), float(array.max())
     if hi - lo < 1e-6:
         what = "empty (all zero)" if hi == 0 else f"constant (every voxel is {lo:g})"
@@ -210,13 +213,58 @@ def _display_name(path: Path) -> str:
     return name
 
 
-def _check_size(path: Path, size: tuple[int, ...], max_voxels: int) -> None:
+def _check_size(path: Path, size: tuple[int, ...], spacing: tuple[float, ...], max_voxels: int) -> None:
     n = math.prod(int(s) for s in size)
     if n > max_voxels:
-        raise VolumeError(f"{path}: volume of {'x'.join(map(str, size))} = {n / 1e6:.0f} M voxels "
-                          f"({n * 4 / 2**30:.1f} GiB as float32) is too large for memory (limit "
-                          f"{max_voxels / 1e6:.0f} M voxels); resample it to a coarser spacing first, e.g. "
-                          "`renderfm ... --spacing 1.5`, or crop it")
+        coarser = max(float(s) for s in spacing) * (n / max_voxels) ** (1 / 3)
+        raise VolumeError(f"{path}: volume of {'x'.join(map(str, size))} = {n:,} voxels ({n * 4 / 2**30:.2f} GiB "
+                          f"as float32) is too large for memory (limit {max_voxels:,} voxels); resample it to a "
+                          f"coarser spacing of about {math.ceil(coarser * 10) / 10:g} mm or crop it before loading")
+
+
+def _check_nifti_complete(path: Path, n_values: int) -> None:
+    """Raise :class:`VolumeError` if a NIfTI file holds fewer data bytes than its header declares.
+
+    ITK reads a truncated NIfTI without an error and fills the missing voxels with zeros, so the size is checked
+    here: ``vox_offset + n_values * bitpix / 8`` against the file size (``.nii``) or the uncompressed size
+    (``.nii.gz``: the gzip trailer first, a streaming count only when the trailer disagrees).
+    """
+    compressed = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
+            header = handle.read(540)
+    except (EOFError, OSError, zlib.error):
+        header = b""
+    for endian in "<>":
+        if len(header) >= 4 and struct.unpack(endian + "i", header[:4])[0] in (348, 540):
+            break
+    else:
+        return  # not a NIfTI header ITK would accept; nothing to check
+    if struct.unpack(endian + "i", header[:4])[0] == 348:
+        bitpix = struct.unpack(endian + "h", header[72:74])[0]
+        vox_offset = int(struct.unpack(endian + "f", header[108:112])[0])
+    else:
+        bitpix = struct.unpack(endian + "h", header[14:16])[0]
+        vox_offset = struct.unpack(endian + "q", header[168:176])[0]
+    expected = max(vox_offset, 352) + n_values * bitpix // 8
+    if not compressed:
+        actual = path.stat().st_size
+    else:
+        with open(path, "rb") as handle:
+            handle.seek(-4, os.SEEK_END)
+            trailer = struct.unpack("<I", handle.read(4))[0]
+        if trailer == expected % 2**32:
+            return
+        actual = 0
+        try:
+            with gzip.open(path, "rb") as handle:
+                while chunk := handle.read(1 << 24):
+                    actual += len(chunk)
+        except (EOFError, OSError, zlib.error):
+            actual = -1
+    if actual < expected:
+        raise VolumeError(f"{path}: the file is truncated: its header declares {expected:,} bytes (header + voxels) "
+                          + ("but the compressed stream ends early" if actual < 0 else f"but it holds {actual:,}"))
 
 
 def _read_image_file(path: Path, sitk, max_voxels: int):
@@ -236,7 +284,9 @@ def _read_image_file(path: Path, sitk, max_voxels: int):
     if reader.GetNumberOfComponents() != 1:
         raise VolumeError(f"{path}: expected a scalar (single-component) image, got "
                           f"{reader.GetNumberOfComponents()} components per voxel (colour or vector image)")
-    _check_size(path, size[:3], max_voxels)
+    _check_size(path, size[:3], reader.GetSpacing(), max_voxels)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path, math.prod(size))
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -268,7 +318,7 @@ def _read_dicom_series(path: Path, sitk, max_voxels: int):
         raise VolumeError(f"{path}: cannot read the DICOM series ({len(files)} files): {_first_line(exc)}") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise VolumeError(f"{path}: DICOM series is not a scalar image (colour or multi-component)")
-    _check_size(path, image.GetSize(), max_voxels)
+    _check_size(path, image.GetSize(), image.GetSpacing(), max_voxels)
     return image
 
 
@@ -370,7 +420,8 @@ def _nearest_align_corners(data, size: tuple[int, int, int]):
     """Nearest-neighbour resize of ``[1, 1, K, J, I]`` with corner voxels aligned (for label maps)."""
     import torch
 
-    idx = [torch.round(torch.linspace(0, s_in - 1, s_out)).long() for s_in, s_out in zip(data.shape[2:], size)]
+    idx = [torch.round(torch.linspace(0, s_in - 1, s_out)).long()
+           for s_in, s_out in zip(data.shape[2:], size, strict=True)]
     return data[:, :, idx[0]][:, :, :, idx[1]][:, :, :, :, idx[2]]
 
 
