@@ -21,3 +21,13 @@ def resources_dir() -> Path:
 def resource_path(*parts: str) -> Path:
     """Path of a file under :func:`resources_dir`, e.g. ``resource_path("presets", "presets.json")``."""
     return resources_dir().joinpath(*parts)
+
+
+def default_weights_path() -> Path:
+    """The shipped Render-FM weights (``Resources/renderfm_unet.safetensors``)."""
+    from .model.weights import DEFAULT_WEIGHTS, WeightsError
+
+    path = resources_dir() / DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise WeightsError(f"shipped model weights not found at {path}; reinstall RenderFM or pass --weights FILE")
+    return path

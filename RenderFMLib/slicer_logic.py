@@ -44,7 +44,6 @@ OOM_ATTEMPTS = 3
 #: Confidence check: views, their size in pixels, and the PSNR (dB) below which a warning is given.
 CONFIDENCE_VIEWS = 2
 CONFIDENCE_SIZE = 64
-CONFIDENCE_WARN_PSNR_DB = 24.0
 #: Fine-tuning: training views and held-out views (for the before/after PSNR).
 FINE_TUNE_VIEWS = 20
 FINE_TUNE_HELD_OUT = 2
@@ -268,31 +267,15 @@ class RenderFMSceneLogic:
 
     def check_confidence(self, prepared: PreparedScene, views: int = CONFIDENCE_VIEWS, size: int = CONFIDENCE_SIZE,
                          cancel: Cancel | None = None) -> dict:
-        """Compare the Gaussians with the reference on ``views`` low-resolution orbit views.
+        """The confidence check of :func:`RenderFMLib.finetune.confidence_check` on the prepared scene.
 
-        Returns ``{"psnr_db", "views", "size", "ok", "message"}``; ``ok`` is false below
-        :data:`CONFIDENCE_WARN_PSNR_DB` and the message then suggests fine-tuning. Stored in
-        :attr:`PreparedScene.confidence`.
+        Returns (and stores in :attr:`PreparedScene.confidence`) ``{"psnr", "per_view", "threshold", "ok",
+        "seconds", "message"}``; ``ok`` is false below the threshold and the message then suggests fine-tuning.
         """
-        from .camera import orbit_cameras
-        from .metrics import psnr
+        from .finetune import confidence_check
 
-        working = prepared.scene.working
-        cameras = orbit_cameras(working.center_ras(), working.radius_mm(), views, size, size, elevation_deg=20.0,
-                                start_azimuth_deg=30.0)
-        scores = []
-        for camera in cameras:
-            if cancel is not None and cancel():
-                raise InterruptedError("cancelled")
-            rgb, _, _ = self.render_prepared(prepared, camera, "auto")
-            ref_rgb, _ = self.reference(prepared, camera)
-            scores.append(psnr(rgb, ref_rgb))
-        value = float(np.mean(scores))
-        ok = value >= CONFIDENCE_WARN_PSNR_DB
-        message = (f"Confidence check: {value:.1f} dB PSNR against the reference renderer on {views} views."
-                   + ("" if ok else " This is low for this scan: the prediction may be inaccurate; Fine-tune "
-                                    "improves it."))
-        prepared.confidence = {"psnr_db": value, "views": views, "size": size, "ok": ok, "message": message}
+        result = confidence_check(prepared.scene, views, size, cancel=cancel)
+        prepared.confidence = {**result.to_dict(), "message": result.message}
         return prepared.confidence
 
     def compare(self, prepared: PreparedScene, camera: Camera, native_rgb: np.ndarray | None = None,
@@ -340,44 +323,29 @@ class RenderFMSceneLogic:
     # ---- fine-tuning and export -----------------------------------------------------------------------------------
     def fine_tune(self, prepared: PreparedScene, seconds: float, views: int = FINE_TUNE_VIEWS, size: int | None = None,
                   progress: Progress | None = None, cancel: Cancel | None = None) -> dict:
-        """Optimise the prepared Gaussians against reference renders of ``views`` views within ``seconds``.
+        """Fine-tune the prepared Gaussians (:func:`RenderFMLib.finetune.finetune_scene`) within ``seconds``.
 
-        Two further views are held out to measure PSNR before and after; the result replaces the scene's Gaussians
-        only if it is not worse. ``size``: view size in pixels (default 256 on CUDA, 96 on CPU). Cancelling
-        raises :class:`InterruptedError` and leaves the scene unchanged. Returns ``{"psnr_before", "psnr_after",
-        "applied", "iterations", "seconds"}``.
+        Two held-out views measure PSNR before and after; the result replaces the scene's Gaussians only if it is
+        not worse. ``size``: view size in pixels (default 256 on CUDA, 96 on CPU). Cancelling stops early and keeps
+        the scene unchanged (:class:`InterruptedError`). Returns ``{"psnr_before", "psnr_after", "applied",
+        "iterations", "seconds"}``.
         """
-        from .camera import sphere_cameras
-        from .optimize import evaluate_views, optimize_gaussians
+        from .finetune import finetune_scene
 
         report = progress or (lambda stage, fraction: None)
         scene = prepared.scene
         size = size or (256 if scene.device.type == "cuda" else 96)
-        working = scene.working
-        cameras = sphere_cameras(working.center_ras(), working.radius_mm(), views + FINE_TUNE_HELD_OUT, size, size,
-                                 seed=7)
-        images = []
-        for index, camera in enumerate(cameras):
-            if cancel is not None and cancel():
-                raise InterruptedError("cancelled")
-            report("reference views", 0.3 * index / len(cameras))
-            images.append(self.reference(prepared, camera)[0])
-        held_out = list(zip(cameras[views:], images[views:], strict=True))
-        before = evaluate_views(scene, None, held_out)["psnr"]
-        gaussians, log = optimize_gaussians(scene, cameras[:views], images[:views], iterations=None, seconds=seconds,
-                                            progress=lambda fraction, loss: report("optimising", 0.3 + 0.65 * fraction),
-                                            cancel=cancel)
+        tuned, result = finetune_scene(scene, seconds=seconds, views=views, size=size, held_out=FINE_TUNE_HELD_OUT,
+                                       progress=lambda fraction, loss: report("optimising", fraction), cancel=cancel)
         if cancel is not None and cancel():
             raise InterruptedError("cancelled")
-        report("held-out views", 0.97)
-        after = evaluate_views(scene, gaussians, held_out)["psnr"]
-        applied = after >= before
+        applied = result.psnr_after >= result.psnr_before
         if applied:
-            info = dict(scene.info, fine_tuned_seconds=log.seconds, fine_tuned_iterations=log.iterations)
-            prepared.scene = replace(scene, gaussians=gaussians, info=info)
+            info = dict(scene.info, fine_tuned_seconds=result.seconds, fine_tuned_iterations=result.iterations)
+            prepared.scene = replace(tuned, info=info)
             prepared.confidence = None
-        return {"psnr_before": before, "psnr_after": after, "applied": applied, "iterations": log.iterations,
-                "seconds": log.seconds}
+        return {"psnr_before": result.psnr_before, "psnr_after": result.psnr_after, "applied": applied,
+                "iterations": result.iterations, "seconds": result.seconds}
 
     @staticmethod
     def export_ply(prepared: PreparedScene, path) -> Path:

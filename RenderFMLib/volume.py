@@ -466,3 +466,25 @@ def working_volume(volume: Volume, spacing_mm: float, crop_body: bool = True) ->
         except VolumeError:
             pass
     return resample(volume, spacing_mm)
+
+
+def resample_to_grid(source: Volume, target: Volume, order: str = "nearest", fill: float = 0.0) -> np.ndarray:
+    """``source``'s values on ``target``'s voxel grid (through RAS), ``[K, J, I]`` float32 shaped like ``target``.
+
+    For label maps stored on the same physical grid in another index order (flipped axes) or on another grid.
+    ``order`` is ``"nearest"`` or ``"linear"``; voxels outside ``source`` get ``fill``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    k, j, i = target.shape
+    grid = np.stack(np.meshgrid(np.arange(i), np.arange(j), np.arange(k), indexing="xy"), -1)  # [J, I, K, 3]
+    grid = np.transpose(grid, (2, 0, 1, 3)).reshape(-1, 3).astype(np.float64)  # (i, j, k) per target voxel
+    ijk = source.ras_to_ijk_points(target.ijk_to_ras_points(grid))
+    size = np.array(source.shape[::-1], dtype=np.float64)
+    normalised = torch.from_numpy((2.0 * ijk / np.maximum(size - 1, 1) - 1.0).astype(np.float32))
+    data = torch.from_numpy(source.array)[None, None]
+    mode = "nearest" if order == "nearest" else "bilinear"
+    out = F.grid_sample(data - fill, normalised.reshape(1, k, j, i, 3), mode=mode, padding_mode="zeros",
+                        align_corners=True)
+    return (out[0, 0] + fill).numpy()

@@ -14,7 +14,8 @@ import sys
 from ..errors import RenderFMError
 
 #: Subcommand modules, in the order ``renderfm --help`` lists them.
-COMMAND_MODULES = ("info", "presets", "raycast")
+COMMAND_MODULES = ("info", "presets", "raycast", "train", "finetune", "eval", "reference", "bench", "render", "compare",
+                   "optimize", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from ..camera import Camera
 from ..conditioning import DEFAULT_LAMBDA, ConditioningFactors, Gaussians3D, condition, conditioning_factors
 from ..errors import BackendUnavailableError
 from ..gaussians import Gaussians6D
-from .project import CameraParams, RasterOutput
+from .project import ANTIALIASED, CameraParams, RasterOutput
 
 #: Backend names, best-first on their own device.
 BACKENDS = ("gsplat", "torch", "cpu-fast")
@@ -77,9 +77,10 @@ def _needs_grad(*tensors: torch.Tensor) -> bool:
 
 
 def rasterize(gaussians: Gaussians3D, camera: Camera, backend: str = "auto", background=None,
-              return_depth: bool = False) -> RasterOutput:
+              return_depth: bool = False, antialiased: bool = ANTIALIASED) -> RasterOutput:
     """Render single-view 3D Gaussians (``means [N, 3]``, ``covs [N, 3, 3]``, ``colors [N, 3]``,
-    ``opacities [N]``, as from :func:`condition` with one camera centre) for ``camera``.
+    ``opacities [N]``, as from :func:`condition` with one camera centre) for ``camera``. ``antialiased``: the
+    splatting rule (see :mod:`.project`; default :data:`~.project.ANTIALIASED`).
 
     Returns :class:`RasterOutput`: ``rgb [H, W, 3]`` premultiplied linear RGB (composited over ``background``, 3
     linear values, if given), ``alpha [H, W, 1]``, ``depth [H, W, 1]`` (mm) when ``return_depth``. Tensors are on
@@ -96,11 +97,13 @@ def rasterize(gaussians: Gaussians3D, camera: Camera, backend: str = "auto", bac
         from .gsplat_backend import rasterize_gsplat as function
     else:
         from .torch_backend import rasterize_torch as function
-    return function(g.means, g.covs, g.colors, g.opacities, params, background=background, return_depth=return_depth)
+    return function(g.means, g.covs, g.colors, g.opacities, params, background=background, return_depth=return_depth,
+                    antialiased=antialiased)
 
 
 def render_gaussians(gaussians: Gaussians6D | ConditioningFactors, camera: Camera, backend: str = "auto",
-                     lam: float = DEFAULT_LAMBDA, background=None, return_depth: bool = False) -> RasterOutput:
+                     lam: float = DEFAULT_LAMBDA, background=None, return_depth: bool = False,
+                     antialiased: bool = ANTIALIASED) -> RasterOutput:
     """Condition 6D Gaussians for ``camera`` (see :func:`condition`) and rasterize them (see :func:`rasterize`).
 
     Pass :class:`ConditioningFactors` (from :func:`conditioning_factors`) instead of the Gaussians to reuse the
@@ -116,10 +119,10 @@ def render_gaussians(gaussians: Gaussians6D | ConditioningFactors, camera: Camer
         if isinstance(gaussians, Gaussians6D):
             with torch.no_grad():
                 gaussians = conditioning_factors(gaussians)
-        return render_factors_cpu_fast(gaussians, camera, lam, background, return_depth)
+        return render_factors_cpu_fast(gaussians, camera, lam, background, return_depth, antialiased)
     conditioned = condition(gaussians, camera.center, lam)
-    return rasterize(conditioned, camera, name, background, return_depth)
+    return rasterize(conditioned, camera, name, background, return_depth, antialiased)
 
 
-__all__ = ["BACKENDS", "RasterOutput", "CameraParams", "available_backends", "backend_status", "rasterize",
-           "render_gaussians", "resolve_backend"]
+__all__ = ["ANTIALIASED", "BACKENDS", "RasterOutput", "CameraParams", "available_backends", "backend_status",
+           "rasterize", "render_gaussians", "resolve_backend"]

@@ -28,7 +28,18 @@ from numba import njit, prange
 from ..camera import Camera
 from ..conditioning import DEFAULT_LAMBDA, ConditioningFactors
 from ..sh import C0, C1, C2, C3
-from .project import ALPHA_MAX, ALPHA_MIN, EPS2D, NEAR_PLANE, T_MIN, TILE_SIZE, CameraParams, RasterOutput, finish
+from .project import (
+    ALPHA_MAX,
+    ALPHA_MIN,
+    ANTIALIASED,
+    EPS2D,
+    NEAR_PLANE,
+    T_MIN,
+    TILE_SIZE,
+    CameraParams,
+    RasterOutput,
+    finish,
+)
 
 #: fastmath flags that keep NaN and infinity semantics.
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -160,9 +171,11 @@ def _condition_kernel(means, dir_means, chol_dd, gain, opacity, sh, center, lam,
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _project_kernel(means, covs, opacities, viewmat, intrinsics, ortho, limits, width, height,
-                    out_means2d, out_conics, out_depths, out_bounds, out_visible):  # pragma: no cover - compiled
-    """The EWA projection of :func:`.project.project_gaussians`, per Gaussian, plus inclusive pixel bounds."""
+def _project_kernel(means, covs, opacities, viewmat, intrinsics, ortho, limits, width, height, antialiased,
+                    out_means2d, out_conics, out_depths, out_opacities, out_bounds, out_visible
+                    ):  # pragma: no cover - compiled
+    """The EWA projection of :func:`.project.project_gaussians`, per Gaussian, plus inclusive pixel bounds and
+    the (anti-aliasing compensated) opacities."""
     fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
     w = viewmat
     for i in prange(means.shape[0]):
@@ -171,7 +184,7 @@ def _project_kernel(means, covs, opacities, viewmat, intrinsics, ortho, limits, 
         py = w[1, 0] * means[i, 0] + w[1, 1] * means[i, 1] + w[1, 2] * means[i, 2] + w[1, 3]
         depth = w[2, 0] * means[i, 0] + w[2, 1] * means[i, 1] + w[2, 2] * means[i, 2] + w[2, 3]
         out_depths[i] = depth
-        if depth < NEAR_PLANE or opacities[i] < ALPHA_MIN:
+        if depth < NEAR_PLANE:
             continue
         # Jacobian J = [[j00, 0, j02], [0, j11, j12]]; single assignments (numba parfors mishandled tuple
         # assignments to variables defined in branches)
@@ -210,7 +223,13 @@ def _project_kernel(means, covs, opacities, viewmat, intrinsics, ortho, limits, 
         det = a * c - b * b
         if not det > 0.0 or not math.isfinite(det):
             continue
-        extent = math.sqrt(2.0 * math.log(max(255.0 * opacities[i], 1.0)))
+        opacity = opacities[i]
+        if antialiased:
+            ratio = ((a - EPS2D) * (c - EPS2D) - b * b) / det
+            opacity = opacity * math.sqrt(max(ratio, 1e-12)) if ratio > 0.0 else 0.0
+        if opacity < ALPHA_MIN:
+            continue
+        extent = math.sqrt(2.0 * math.log(max(255.0 * opacity, 1.0)))
         rx = math.ceil(extent * math.sqrt(max(a, 0.0)))
         ry = math.ceil(extent * math.sqrt(max(c, 0.0)))
         if rx <= 0 or ry <= 0 or u + rx <= 0 or u - rx >= width or v + ry <= 0 or v - ry >= height:
@@ -221,6 +240,7 @@ def _project_kernel(means, covs, opacities, viewmat, intrinsics, ortho, limits, 
         out_conics[i, 0] = c / det
         out_conics[i, 1] = -b / det
         out_conics[i, 2] = a / det
+        out_opacities[i] = opacity
         out_bounds[i, 0] = min(max(math.ceil(u - rx - 0.5), 0), width - 1)
         out_bounds[i, 1] = min(max(math.floor(u + rx - 0.5), 0), width - 1)
         out_bounds[i, 2] = min(max(math.ceil(v - ry - 0.5), 0), height - 1)
@@ -297,20 +317,23 @@ def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
 
 
-def _render_arrays(means, covs, colors, opacities, camera: CameraParams, background, return_depth) -> RasterOutput:
+def _render_arrays(means, covs, colors, opacities, camera: CameraParams, background, return_depth,
+                   antialiased: bool) -> RasterOutput:
     width, height = camera.width, camera.height
     tiles_x, tiles_y = camera.tiles
     count = means.shape[0]
     means2d = np.zeros((count, 2), dtype=np.float32)
     conics = np.zeros((count, 3), dtype=np.float32)
     depths = np.zeros(count, dtype=np.float32)
+    splatted = np.zeros(count, dtype=np.float32)
     bounds = np.zeros((count, 4), dtype=np.int32)
     visible = np.zeros(count, dtype=np.bool_)
     _project_kernel(means, covs, opacities, camera.viewmat, camera.K, camera.ortho,
-                    np.array(camera.jacobian_limits()), width, height, means2d, conics, depths, bounds, visible)
+                    np.array(camera.jacobian_limits()), width, height, bool(antialiased), means2d, conics, depths,
+                    splatted, bounds, visible)
     ids = np.flatnonzero(visible).astype(np.int32)
     order = ids[_radix_argsort(depths[ids].view(np.uint32))]
-    records, sorted_bounds = _gather_sorted(order, means2d, conics, opacities, colors, depths, bounds)
+    records, sorted_bounds = _gather_sorted(order, means2d, conics, splatted, colors, depths, bounds)
     tile_start, tile_list = _bin_tiles(sorted_bounds, tiles_x, tiles_x * tiles_y)
     rgb = np.zeros((height, width, 3), dtype=np.float32)
     alpha = np.zeros((height, width), dtype=np.float32)
@@ -321,16 +344,17 @@ def _render_arrays(means, covs, colors, opacities, camera: CameraParams, backgro
 
 
 def rasterize_cpu_fast(means, covs, colors, opacities, camera: CameraParams, background=None,
-                       return_depth: bool = False) -> RasterOutput:
+                       return_depth: bool = False, antialiased: bool = ANTIALIASED) -> RasterOutput:
     """Render single-view 3D Gaussians (``[N, 3]``, ``[N, 3, 3]``, ``[N, 3]``, ``[N]`` tensors) on the CPU.
     No gradients; returns float32 CPU tensors. Thread-safe (calls are serialised)."""
     with _LOCK:
         return _render_arrays(_as_numpy(means), _as_numpy(covs), _as_numpy(colors), _as_numpy(opacities), camera,
-                              background, return_depth)
+                              background, return_depth, antialiased)
 
 
 def render_factors_cpu_fast(factors: ConditioningFactors, camera: Camera, lam: float = DEFAULT_LAMBDA,
-                            background=None, return_depth: bool = False) -> RasterOutput:
+                            background=None, return_depth: bool = False, antialiased: bool = ANTIALIASED
+                            ) -> RasterOutput:
     """Condition (per-view part, from precomputed :class:`ConditioningFactors`) and render in compiled code.
     Thread-safe (calls are serialised)."""
     means = _as_numpy(factors.means)
@@ -343,4 +367,4 @@ def render_factors_cpu_fast(factors: ConditioningFactors, camera: Camera, lam: f
                           _as_numpy(factors.opacity), _as_numpy(factors.sh),
                           np.asarray(camera.center, dtype=np.float64), float(lam), cond_means, colors, opacities)
         return _render_arrays(cond_means, _as_numpy(factors.cov), colors, opacities,
-                              CameraParams.from_camera(camera), background, return_depth)
+                              CameraParams.from_camera(camera), background, return_depth, antialiased)

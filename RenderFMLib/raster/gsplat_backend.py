@@ -17,7 +17,7 @@ import os
 import torch
 
 from ..errors import BackendUnavailableError
-from .project import EPS2D, NEAR_PLANE, TILE_SIZE, CameraParams, RasterOutput, finish
+from .project import ANTIALIASED, EPS2D, NEAR_PLANE, TILE_SIZE, CameraParams, RasterOutput, finish
 
 INSTALL_HINT = ("install it with `pip install gsplat` on a machine with CUDA and nvcc, then build its extension "
                 "once with `python -c \"import gsplat.cuda._backend\"` (takes minutes)")
@@ -67,9 +67,10 @@ def _load():
 
 
 def rasterize_gsplat(means, covs, colors, opacities, camera: CameraParams, background=None,
-                     return_depth: bool = False) -> RasterOutput:
-    """Render single-view 3D Gaussians (CUDA tensors ``[N, 3]``, ``[N, 3, 3]``, ``[N, 3]``, ``[N]``) with gsplat.
-    Differentiable (gsplat's CUDA backward)."""
+                     return_depth: bool = False, antialiased: bool = ANTIALIASED) -> RasterOutput:
+    """Render single-view 3D Gaussians (CUDA tensors ``[N, 3]``, ``[N, 3, 3]``, ``[N, 3]``, ``[N]``) with gsplat
+    (``antialiased``: gsplat's ``rasterize_mode="antialiased"``, else ``"classic"``). Differentiable (gsplat's CUDA
+    backward)."""
     reason = gsplat_status(allow_compile=True)
     if reason is None and means.device.type != "cuda":
         reason = f"the gsplat backend needs CUDA tensors, got Gaussians on {means.device}"
@@ -82,7 +83,8 @@ def rasterize_gsplat(means, covs, colors, opacities, camera: CameraParams, backg
     image, alpha, _ = rasterization(
         means.float().contiguous(), None, None, opacities.float().contiguous(), colors.float().contiguous(),
         viewmat, intrinsics, camera.width, camera.height, near_plane=NEAR_PLANE, eps2d=EPS2D, packed=False,
-        tile_size=TILE_SIZE, render_mode="RGB+D" if return_depth else "RGB", rasterize_mode="classic",
+        tile_size=TILE_SIZE, render_mode="RGB+D" if return_depth else "RGB",
+        rasterize_mode="antialiased" if antialiased else "classic",
         camera_model="ortho" if camera.ortho else "pinhole", covars=covs.float().contiguous())
     image, alpha = image[0], alpha[0]
     depth = image[..., 3:4] if return_depth else None

@@ -4,8 +4,14 @@ Rules (shared by the ``torch``, ``cpu-fast`` and ``gsplat`` backends, so their i
 
 * The camera comes from :meth:`Camera.world_to_camera` and :meth:`Camera.intrinsics` only: perspective
   ``u = fx x / z + cx`` or orthographic ``u = fx x + cx``; pixel ``(c, r)`` has its centre at ``(c + 0.5, r + 0.5)``.
-* 2D covariance ``J W Sigma W^T J^T + EPS2D * I`` (``J`` the projection's Jacobian at the mean, with the 3DGS/gsplat
-  clamp of ``x/z`` to 1.3x the field of view; for orthographic ``J = diag(fx, fy)``).
+* 2D covariance ``Sigma2D = J W Sigma W^T J^T + EPS2D * I`` (``J`` the projection's Jacobian at the mean, with the
+  3DGS/gsplat clamp of ``x/z`` to 1.3x the field of view; for orthographic ``J = diag(fx, fy)``). The ``EPS2D``
+  dilation (a pixel-sized low-pass filter) keeps sub-pixel Gaussians from aliasing.
+* Anti-aliasing (:data:`ANTIALIASED`, the default; gsplat's ``rasterize_mode="antialiased"``, Mip-Splatting's 2D
+  filter): the opacity is multiplied by ``sqrt(det(Sigma2D - EPS2D I) / det(Sigma2D))``, so the dilation spreads a
+  Gaussian's footprint without adding to its integral. Without it (``antialiased=False``, 3DGS's "classic" rule) a
+  Gaussian smaller than a pixel covers up to several times the area its opacity was made for: voxel-sized
+  Gaussians seen from a distance turn too opaque. Every step below uses the compensated opacity.
 * Gaussians with camera depth ``z < NEAR_PLANE`` mm, a degenerate 2D covariance or opacity ``< ALPHA_MIN`` are
   culled, as are those whose screen extent misses the image.
 * Per pixel, ``alpha = min(ALPHA_MAX, opacity * exp(-1/2 delta^T Sigma2D^-1 delta))``; contributions with
@@ -33,6 +39,8 @@ NEAR_PLANE = 0.01
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
 T_MIN = 1e-4
+#: Default splatting rule: opacity compensation for the ``EPS2D`` dilation (see the rules above).
+ANTIALIASED = True
 #: The Jacobian clamps ``x/z`` to the field of view plus this fraction of it (3DGS uses 1.3 x; gsplat the same).
 FOV_MARGIN = 0.3
 
@@ -80,20 +88,23 @@ class Projected:
     """Per-Gaussian screen-space quantities (``N`` = all input Gaussians; culled ones have ``visible`` false).
 
     ``means2d`` ``[N, 2]`` pixels; ``conics`` ``[N, 3]`` = ``(a, b, c)`` of the inverse 2D covariance
-    ``[[a, b], [b, c]]``; ``depths`` ``[N]`` camera z (mm); ``radii`` ``[N, 2]`` int32 half extents in pixels
-    (x, y); ``visible`` ``[N]`` bool. ``means2d``, ``conics`` and ``depths`` are differentiable.
+    ``[[a, b], [b, c]]``; ``depths`` ``[N]`` camera z (mm); ``opacities`` ``[N]`` the opacities splatted (after
+    anti-aliasing compensation); ``radii`` ``[N, 2]`` int32 half extents in pixels (x, y); ``visible`` ``[N]`` bool.
+    ``means2d``, ``conics``, ``depths`` and ``opacities`` are differentiable.
     """
 
     means2d: torch.Tensor
     conics: torch.Tensor
     depths: torch.Tensor
+    opacities: torch.Tensor
     radii: torch.Tensor
     visible: torch.Tensor
 
 
-def project_gaussians(means: torch.Tensor, covs: torch.Tensor, opacities: torch.Tensor, camera: CameraParams
-                      ) -> Projected:
-    """EWA-project ``means`` ``[N, 3]`` / ``covs`` ``[N, 3, 3]`` (RAS mm) with ``opacities`` ``[N]`` for ``camera``."""
+def project_gaussians(means: torch.Tensor, covs: torch.Tensor, opacities: torch.Tensor, camera: CameraParams,
+                      antialiased: bool = ANTIALIASED) -> Projected:
+    """EWA-project ``means`` ``[N, 3]`` / ``covs`` ``[N, 3, 3]`` (RAS mm) with ``opacities`` ``[N]`` for ``camera``
+    (``antialiased``: compensate the opacities for the ``EPS2D`` dilation, see the module rules)."""
     dtype, device = means.dtype, means.device
     rotation = torch.as_tensor(camera.viewmat[:3, :3], dtype=dtype, device=device)
     translation = torch.as_tensor(camera.viewmat[:3, 3], dtype=dtype, device=device)
@@ -119,6 +130,10 @@ def project_gaussians(means: torch.Tensor, covs: torch.Tensor, opacities: torch.
     b = 0.5 * (cov2d[:, 0, 1] + cov2d[:, 1, 0])
     c = cov2d[:, 1, 1] + EPS2D
     det = a * c - b * b
+    if antialiased:
+        det_plain = cov2d[:, 0, 0] * cov2d[:, 1, 1] - b * b
+        ratio = det_plain / torch.where(det > 0, det, torch.ones_like(det))
+        opacities = opacities * torch.sqrt(ratio.clamp_min(1e-12)) * (ratio > 0)
     ok = (z >= NEAR_PLANE) & (det > 0) & (opacities >= ALPHA_MIN) & torch.isfinite(det)
     safe_det = torch.where(ok, det, torch.ones_like(det))
     conics = torch.stack([c / safe_det, -b / safe_det, a / safe_det], dim=-1)
@@ -129,7 +144,7 @@ def project_gaussians(means: torch.Tensor, covs: torch.Tensor, opacities: torch.
         visible = ok & (u + rx > 0) & (u - rx < camera.width) & (v + ry > 0) & (v - ry < camera.height)
         visible &= (rx > 0) & (ry > 0)
         radii = torch.where(visible.unsqueeze(-1), torch.stack([rx, ry], -1), 0.0).to(torch.int32)
-    return Projected(torch.stack([u, v], dim=-1), conics, z, radii, visible)
+    return Projected(torch.stack([u, v], dim=-1), conics, z, opacities, radii, visible)
 
 
 def pixel_bounds(means2d: np.ndarray | torch.Tensor, radii, width: int, height: int):

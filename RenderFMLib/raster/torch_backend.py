@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from .project import (
     ALPHA_MAX,
     ALPHA_MIN,
+    ANTIALIASED,
     T_MIN,
     CameraParams,
     RasterOutput,
@@ -56,7 +57,8 @@ def _blend_unit(means2d, conics, opacities, colors, depths, valid, pixels, trans
 
 
 def rasterize_torch(means, covs, colors, opacities, camera: CameraParams, background=None,
-                    return_depth: bool = False, max_pairs: int = MAX_PAIRS, tile: int = TILE) -> RasterOutput:
+                    return_depth: bool = False, max_pairs: int = MAX_PAIRS, tile: int = TILE,
+                    antialiased: bool = ANTIALIASED) -> RasterOutput:
     """Render single-view 3D Gaussians (``means [N, 3]``, ``covs [N, 3, 3]``, ``colors [N, 3]``,
     ``opacities [N]``) with the rules of :mod:`.project`. Differentiable with respect to all four."""
     device, dtype = means.device, means.dtype
@@ -64,7 +66,7 @@ def rasterize_torch(means, covs, colors, opacities, camera: CameraParams, backgr
     tiles_x, tiles_y = -(-width // tile), -(-height // tile)
     num_tiles = tiles_x * tiles_y
     pixels_per_tile = tile * tile
-    proj = project_gaussians(means, covs, opacities, camera)
+    proj = project_gaussians(means, covs, opacities, camera, antialiased)
 
     with torch.no_grad():
         ids = torch.nonzero(proj.visible).squeeze(1)
@@ -110,7 +112,7 @@ def rasterize_torch(means, covs, colors, opacities, camera: CameraParams, backgr
                 valid = index[None, :] < tile_count[tiles, None]
                 pair = (tile_start[tiles, None] + index[None, :]).clamp_max(max(len(pair_gaussian) - 1, 0))
                 gid = pair_gaussian[pair]
-            args = (proj.means2d[gid], proj.conics[gid], opacities[gid], colors[gid], proj.depths[gid], valid,
+            args = (proj.means2d[gid], proj.conics[gid], proj.opacities[gid], colors[gid], proj.depths[gid], valid,
                     pixels[tiles], transmittance[tiles])
             if use_checkpoint:
                 out = checkpoint(_blend_unit, *args, use_reentrant=False)

@@ -169,7 +169,7 @@ def test_confidence_and_compare(ctx):
     logic = ctx["logic"]
     logic.render(ctx["volume_node"], ctx["camera_node"], analytic(), width=SIZE, height=SIZE)
     confidence = logic.check_confidence(logic.prepared, views=1, size=32)
-    assert math.isfinite(confidence["psnr_db"]) and confidence["psnr_db"] > 10.0
+    assert math.isfinite(confidence["psnr"]) and confidence["psnr"] > 10.0
     assert "dB PSNR" in confidence["message"] and logic.prepared.confidence is confidence
     camera = Camera.from_vtk(ctx["camera_node"].GetCamera(), 48, 48)
     result = logic.compare(logic.prepared, camera, native_rgb=np.zeros((48, 48, 3), np.float32))
@@ -196,7 +196,7 @@ def test_fine_tune_and_export(ctx, tmp_path):
     result = logic.fine_tune(prepared, seconds=0.5, views=1, size=16,
                              progress=lambda stage, fraction: stages.append((stage, fraction)))
     assert result["iterations"] >= 1 and math.isfinite(result["psnr_before"]) and math.isfinite(result["psnr_after"])
-    assert {"reference views", "optimising"} <= {stage for stage, _ in stages}
+    assert "optimising" in {stage for stage, _ in stages}
     assert (logic.prepared.scene.info.get("fine_tuned_iterations") == result["iterations"]) == result["applied"]
     with pytest.raises(InterruptedError):
         logic.fine_tune(prepared, seconds=0.5, views=1, size=16, cancel=lambda: True)

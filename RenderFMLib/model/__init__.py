@@ -1,0 +1,1 @@
+"""The Render-FM feedforward network: architecture, weights I/O, input features and prediction."""
