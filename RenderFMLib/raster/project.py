@@ -11,7 +11,9 @@ Rules (shared by the ``torch``, ``cpu-fast`` and ``gsplat`` backends, so their i
   filter): the opacity is multiplied by ``sqrt(det(Sigma2D - EPS2D I) / det(Sigma2D))``, so the dilation spreads a
   Gaussian's footprint without adding to its integral. Without it (``antialiased=False``, 3DGS's "classic" rule) a
   Gaussian smaller than a pixel covers up to several times the area its opacity was made for: voxel-sized
-  Gaussians seen from a distance turn too opaque. Every step below uses the compensated opacity.
+  Gaussians seen from a distance turn too opaque. Every step below uses the compensated opacity, so a faint
+  Gaussian much smaller than a pixel can drop below ``ALPHA_MIN`` and vanish (as in gsplat): zoomed far out,
+  faint material fades (see :mod:`RenderFMLib.analytic`).
 * Gaussians with camera depth ``z < NEAR_PLANE`` mm, a degenerate 2D covariance or opacity ``< ALPHA_MIN`` are
   culled, as are those whose screen extent misses the image.
 * Per pixel, ``alpha = min(ALPHA_MAX, opacity * exp(-1/2 delta^T Sigma2D^-1 delta))``; contributions with
