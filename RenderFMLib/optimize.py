@@ -122,7 +122,7 @@ def optimize_gaussians(scene, views: list[Camera], targets: list[np.ndarray], it
         if cancel is not None and cancel():
             break
         index = int(rng.integers(len(views)))
-        rgb, _ = render_scene(scene, views[index], backend="torch", gaussians=assemble(leaves, labels),
+        rgb, _ = render_scene(scene, views[index], backend="auto", gaussians=assemble(leaves, labels),
                               differentiable=True)
         loss = image_loss(rgb, target_tensors[index])
         optimizer.zero_grad(set_to_none=True)

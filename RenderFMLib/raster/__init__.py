@@ -3,11 +3,12 @@
 Backends (all follow the rules in :mod:`.project` and agree with ``torch``):
 
 * ``torch`` — pure PyTorch, tiled, differentiable, CPU or CUDA: the reference (:mod:`.torch_backend`).
-* ``cpu-fast`` — numba, forward only, for interactive display on a CPU (:mod:`.cpu_fast`).
+* ``cpu-fast`` — numba, for interactive display on a CPU (:mod:`.cpu_fast`); differentiable through a numba
+  backward pass of the blend (:mod:`.cpu_fast_grad`), the fast way to optimise on a CPU.
 * ``gsplat`` — gsplat's CUDA kernels, differentiable, optional dependency (:mod:`.gsplat_backend`).
 
 ``backend="auto"`` silently picks the best one: gsplat on CUDA when it is installed and already compiled, else
-torch on CUDA; on CPU cpu-fast, or torch when gradients are needed. A backend named explicitly is used or a
+torch on CUDA; on CPU cpu-fast. A backend named explicitly is used or a
 :class:`BackendUnavailableError` explains why it cannot be (no fallback behind the user's back).
 """
 
@@ -40,8 +41,8 @@ def backend_status(name: str, device="cpu", needs_grad: bool = False) -> str | N
     if name == "torch":
         return None
     if name == "cpu-fast":
-        if needs_grad:
-            return "the cpu-fast backend renders without gradients; use backend 'torch' for optimisation"
+        if needs_grad and device.type != "cpu":
+            return f"the cpu-fast backend differentiates Gaussians on the CPU only, got {device}"
         return _numba_status()
     if name == "gsplat":
         from .gsplat_backend import gsplat_status
@@ -89,9 +90,12 @@ def rasterize(gaussians: Gaussians3D, camera: Camera, backend: str = "auto", bac
     if gaussians.num_views is not None:
         raise BackendUnavailableError("rasterize() takes one view; use Gaussians3D.view(i) for a batch")
     g = gaussians
-    name = resolve_backend(backend, g.means.device, _needs_grad(g.means, g.covs, g.colors, g.opacities))
+    needs_grad = _needs_grad(g.means, g.covs, g.colors, g.opacities)
+    name = resolve_backend(backend, g.means.device, needs_grad)
     params = CameraParams.from_camera(camera)
-    if name == "cpu-fast":
+    if name == "cpu-fast" and needs_grad:
+        from .cpu_fast_grad import rasterize_cpu_fast_differentiable as function
+    elif name == "cpu-fast":
         from .cpu_fast import rasterize_cpu_fast as function
     elif name == "gsplat":
         from .gsplat_backend import rasterize_gsplat as function
@@ -113,7 +117,7 @@ def render_gaussians(gaussians: Gaussians6D | ConditioningFactors, camera: Camer
     needs_grad = _needs_grad(*(gaussians.parameters().values() if isinstance(gaussians, Gaussians6D) else
                                (gaussians.means, gaussians.cov, gaussians.opacity, gaussians.sh, gaussians.gain)))
     name = resolve_backend(backend, probe.device, needs_grad)
-    if name == "cpu-fast":
+    if name == "cpu-fast" and not needs_grad:
         from .cpu_fast import render_factors_cpu_fast
 
         if isinstance(gaussians, Gaussians6D):

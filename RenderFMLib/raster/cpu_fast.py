@@ -1,6 +1,6 @@
-"""Fast CPU rasterizer (forward only) with numba, for interactive display.
+"""Fast CPU rasterizer with numba: interactive display, and the forward pass of CPU optimisation.
 
-Same rules as the torch reference (:mod:`.project`), organised for a CPU:
+Same rules as the torch reference (:mod:`.project`), organised for a CPU (gradients: :mod:`.cpu_fast_grad`):
 
 1. the per-view conditioning of 6D Gaussians (optional, from precomputed factors) and the EWA projection of
    :mod:`.project`, one Gaussian per thread iteration;
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -249,9 +250,10 @@ def _project_kernel(means, covs, opacities, viewmat, intrinsics, ortho, limits, 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _raster_tiles(tile_start, tile_list, records, bounds, width, height, tiles_x,
-                  out_rgb, out_alpha, out_depth):  # pragma: no cover - compiled
+                  out_rgb, out_alpha, out_depth, out_end):  # pragma: no cover - compiled
     """Blend each tile's depth-sorted Gaussians (records of :func:`_gather_sorted`) into ``out_rgb [H, W, 3]``,
-    ``out_alpha`` and ``out_depth [H, W]``."""
+    ``out_alpha`` and ``out_depth [H, W]``. ``out_end [H, W]`` receives, per pixel, the position in ``tile_list``
+    where blending stopped (exclusive): what the backward pass of :mod:`.cpu_fast_grad` replays."""
     num_tiles = tile_start.shape[0] - 1
     for t in prange(num_tiles):
         px0 = (t % tiles_x) * TILE_SIZE
@@ -261,6 +263,7 @@ def _raster_tiles(tile_start, tile_list, records, bounds, width, height, tiles_x
         trans = np.ones(TILE_SIZE * TILE_SIZE)
         acc = np.zeros((TILE_SIZE * TILE_SIZE, 4))
         done = np.zeros(TILE_SIZE * TILE_SIZE, dtype=np.bool_)
+        end = np.full(TILE_SIZE * TILE_SIZE, tile_start[t + 1])
         remaining = pw * ph
         for k in range(tile_start[t], tile_start[t + 1]):
             g = tile_list[k]
@@ -293,6 +296,7 @@ def _raster_tiles(tile_start, tile_list, records, bounds, width, height, tiles_x
                     next_t = trans[i] * (1.0 - alpha)
                     if next_t < T_MIN:
                         done[i] = True
+                        end[i] = k
                         remaining -= 1
                         continue
                     w = alpha * trans[i]
@@ -311,16 +315,54 @@ def _raster_tiles(tile_start, tile_list, records, bounds, width, height, tiles_x
                 out_rgb[py0 + ly, px0 + lx, 2] = acc[i, 2]
                 out_alpha[py0 + ly, px0 + lx] = 1.0 - trans[i]
                 out_depth[py0 + ly, px0 + lx] = acc[i, 3]
+                out_end[py0 + ly, px0 + lx] = end[i]
 
 
 def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
 
 
+@dataclass
+class TileBlend:
+    """What one blend left behind for its backward pass (:mod:`.cpu_fast_grad`): ``order`` ``[M]`` int32 input
+    index of each depth-sorted visible Gaussian, their ``records`` ``[M, 11]`` and pixel ``bounds`` ``[M, 4]``
+    (see :func:`_gather_sorted`), the tile lists ``tile_start`` ``[T + 1]`` / ``tile_list`` ``[pairs]`` and per
+    pixel the list position where blending stopped, ``end`` ``[H, W]``."""
+
+    order: np.ndarray
+    records: np.ndarray
+    bounds: np.ndarray
+    tile_start: np.ndarray
+    tile_list: np.ndarray
+    end: np.ndarray
+
+
+def blend_projected(means2d, conics, opacities, colors, depths, bounds, visible, width: int, height: int,
+                    dtype=np.float32):
+    """Blend projected Gaussians (numpy: ``means2d [N, 2]`` px, ``conics [N, 3]``, splatted ``opacities [N]``,
+    ``colors [N, 3]``, ``depths [N]`` mm, inclusive pixel ``bounds [N, 4]``, ``visible [N]``) front to back.
+
+    Returns ``(rgb [H, W, 3], alpha [H, W], depth [H, W] (weighted sum, not normalised), TileBlend)`` in
+    ``dtype`` (the blend itself runs in float64; a backward pass wants float64 alpha, since it recovers the
+    transmittance ``1 - alpha`` of nearly opaque pixels from it).
+    """
+    tiles_x, tiles_y = -(-width // TILE_SIZE), -(-height // TILE_SIZE)
+    ids = np.flatnonzero(visible).astype(np.int32)
+    keys = np.ascontiguousarray(depths[ids], dtype=np.float32)
+    order = ids[_radix_argsort(keys.view(np.uint32))]
+    records, sorted_bounds = _gather_sorted(order, means2d, conics, opacities, colors, depths, bounds)
+    tile_start, tile_list = _bin_tiles(sorted_bounds, tiles_x, tiles_x * tiles_y)
+    rgb = np.zeros((height, width, 3), dtype=dtype)
+    alpha = np.zeros((height, width), dtype=dtype)
+    depth = np.zeros((height, width), dtype=dtype)
+    end = np.zeros((height, width), dtype=np.int64)
+    _raster_tiles(tile_start, tile_list, records, sorted_bounds, width, height, tiles_x, rgb, alpha, depth, end)
+    return rgb, alpha, depth, TileBlend(order, records, sorted_bounds, tile_start, tile_list, end)
+
+
 def _render_arrays(means, covs, colors, opacities, camera: CameraParams, background, return_depth,
                    antialiased: bool) -> RasterOutput:
     width, height = camera.width, camera.height
-    tiles_x, tiles_y = camera.tiles
     count = means.shape[0]
     means2d = np.zeros((count, 2), dtype=np.float32)
     conics = np.zeros((count, 3), dtype=np.float32)
@@ -331,14 +373,7 @@ def _render_arrays(means, covs, colors, opacities, camera: CameraParams, backgro
     _project_kernel(means, covs, opacities, camera.viewmat, camera.K, camera.ortho,
                     np.array(camera.jacobian_limits()), width, height, bool(antialiased), means2d, conics, depths,
                     splatted, bounds, visible)
-    ids = np.flatnonzero(visible).astype(np.int32)
-    order = ids[_radix_argsort(depths[ids].view(np.uint32))]
-    records, sorted_bounds = _gather_sorted(order, means2d, conics, splatted, colors, depths, bounds)
-    tile_start, tile_list = _bin_tiles(sorted_bounds, tiles_x, tiles_x * tiles_y)
-    rgb = np.zeros((height, width, 3), dtype=np.float32)
-    alpha = np.zeros((height, width), dtype=np.float32)
-    depth = np.zeros((height, width), dtype=np.float32)
-    _raster_tiles(tile_start, tile_list, records, sorted_bounds, width, height, tiles_x, rgb, alpha, depth)
+    rgb, alpha, depth, _ = blend_projected(means2d, conics, splatted, colors, depths, bounds, visible, width, height)
     return finish(torch.from_numpy(rgb), torch.from_numpy(alpha)[..., None],
                   torch.from_numpy(depth)[..., None] if return_depth else None, background)
 

@@ -1,9 +1,9 @@
 """The training loop: one process on a CPU up to many GPUs and nodes under ``torchrun`` (DDP).
 
 Each step every process draws its own sample (seed = ``config.seed``, step and rank), predicts residuals over the
-analytic Gaussians, renders the sample's views with the differentiable torch rasterizer, and takes the loss
-``0.8 L1 + 0.2 (1 - SSIM)`` against the cached cinematic reference; DDP averages the gradients (gloo on CPU, NCCL
-on GPU), so all processes keep identical parameters. Process 0 writes a CSV metrics log, checkpoints
+analytic Gaussians, renders the sample's views with the differentiable rasterizer (cpu-fast on a CPU), and takes
+the loss ``0.8 L1 + 0.2 (1 - SSIM)`` against the cached cinematic reference; DDP averages the gradients (gloo on
+CPU, NCCL on GPU), so all processes keep identical parameters. Process 0 writes a CSV metrics log, checkpoints
 (safetensors: model, optimiser state and step — no pickle) and validation on held-out volumes; a restarted run
 resumes from the last checkpoint. Every checkpoint also checks that all processes' parameters agree.
 """
@@ -152,7 +152,7 @@ def sample_loss(model, sample: Sample, config: TrainConfig) -> torch.Tensor:
     scene = sample_scene(sample, predict_sample(model, sample, config))
     losses = []
     for camera, target in zip(sample.cameras, sample.targets, strict=True):
-        rgb, _ = render_scene(scene, camera, backend="torch", differentiable=True)
+        rgb, _ = render_scene(scene, camera, differentiable=True)
         losses.append(image_loss(rgb, target))
     return torch.stack(losses).mean()
 
@@ -168,7 +168,7 @@ def evaluate_samples(model, samples: list[Sample], config: TrainConfig) -> dict:
             for name, gaussians in (("analytic", sample.analytic.gaussians), ("model", predicted)):
                 scene = sample_scene(sample, gaussians)
                 for camera, target in zip(sample.cameras, sample.targets, strict=True):
-                    image = render_scene(scene, camera, backend="torch")
+                    image = render_scene(scene, camera)
                     scores[name].append(psnr(image.rgb, target.cpu().numpy()))
     return {name: float(np.mean(values)) for name, values in scores.items()}
 

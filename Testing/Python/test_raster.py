@@ -108,7 +108,7 @@ def test_gradients_flow_through_the_torch_backend():
     g = random_scene(400, box=100.0, std=2.5)
     g3 = condition(g, camera.center)
     leaves = [t.detach().clone().requires_grad_() for t in (g3.means, g3.covs, g3.colors, g3.opacities)]
-    out = rasterize(Gaussians3D(*leaves), camera, backend="auto")  # auto picks torch when gradients are needed
+    out = rasterize(Gaussians3D(*leaves), camera, backend="torch")
     loss = (out.rgb - 0.3).abs().mean() + out.alpha.mean()
     loss.backward()
     for tensor in leaves:
@@ -214,12 +214,12 @@ def test_factors_and_gaussians_render_the_same():
 def test_backend_choice():
     assert "torch" in available_backends() and "cpu-fast" in available_backends()
     assert resolve_backend("auto", "cpu") == "cpu-fast"
-    assert resolve_backend("auto", "cpu", needs_grad=True) == "torch"
+    assert resolve_backend("auto", "cpu", needs_grad=True) == "cpu-fast"  # differentiable through cpu_fast_grad
     assert resolve_backend("TORCH") == "torch"
     with pytest.raises(BackendUnavailableError, match="unknown rasterizer backend"):
         resolve_backend("opengl")
-    with pytest.raises(BackendUnavailableError, match="without gradients"):
-        resolve_backend("cpu-fast", needs_grad=True)
+    with pytest.raises(BackendUnavailableError, match="differentiates Gaussians on the CPU only"):
+        resolve_backend("cpu-fast", "meta", needs_grad=True)
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailableError, match="gsplat.*CUDA"):
             resolve_backend("gsplat")
