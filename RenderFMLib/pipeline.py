@@ -28,7 +28,7 @@ from .errors import BackendUnavailableError, RenderFMError
 from .gaussians import Gaussians6D
 from .illumination import Illumination, LightingRig, compute_illumination
 from .transfer import TransferFunction
-from .volume import Volume, body_bounding_box, crop, resample
+from .volume import Volume, body_bounding_box, crop, resample, resample_labels
 
 #: Default working spacing (mm) per device type: the paper's 1.5 mm on a GPU, coarser on CPU.
 DEFAULT_SPACING_MM = {"cuda": 1.5, "cpu": 3.0}
@@ -115,13 +115,7 @@ def working_grid(volume: Volume, spacing_mm: float, mask=None, labels=None, crop
     working = resample(volume, spacing_mm)
 
     def follow(array):
-        if array is None:
-            return None
-        array = np.asarray(array)
-        if array.size and array.min() == array.max():  # constant (e.g. nothing shown): nothing to interpolate
-            return np.full(working.shape, int(array.flat[0]), dtype=np.int32)
-        holder = Volume(np.asarray(array, dtype=np.float32) + 1.0, volume.ijk_to_ras, "labels")  # never constant 0
-        return (resample(holder, spacing_mm, order="nearest").array - 1.0).round().astype(np.int32)
+        return None if array is None else resample_labels(array, volume, spacing_mm)
 
     return working, follow(mask), follow(labels)
 
@@ -211,9 +205,9 @@ def render_scene(scene: Scene, camera: Camera, backend: str = "auto", gaussians:
                  differentiable: bool = False):
     """Render ``scene`` (or other ``gaussians`` on its lighting) for ``camera``.
 
-    With ``differentiable`` it returns torch tensors ``(rgb [H, W, 3], alpha [H, W, 1])`` keeping the graph
-    (torch backend); otherwise a :class:`Rendered` with numpy arrays. Renders of the scene's own Gaussians reuse
-    its cached conditioning factors (:meth:`Scene.conditioning`).
+    With ``differentiable`` it returns torch tensors ``(rgb [H, W, 3], alpha [H, W, 1])`` keeping the graph (all
+    backends differentiate; on a CPU the default cpu-fast one); otherwise a :class:`Rendered` with numpy
+    arrays. Renders of the scene's own Gaussians reuse its cached conditioning factors (:meth:`Scene.conditioning`).
     """
     from .raster import render_gaussians, resolve_backend
     from .tonemap import tone_map

@@ -371,18 +371,12 @@ def save_volume(volume: Volume, path: str | os.PathLike) -> None:
 
 
 # ---- resampling and cropping -----------------------------------------------------------------------------
-def resample(volume: Volume, spacing_mm: float | tuple[float, float, float],
-             max_voxels: int = DEFAULT_MAX_VOXELS, order: str = "linear") -> Volume:
-    """Resample to (about) ``spacing_mm`` keeping the same axes directions and physical extent.
+def resampled_size(volume: Volume, spacing_mm: float | tuple[float, float, float],
+                   max_voxels: int = DEFAULT_MAX_VOXELS) -> tuple[int, int, int]:
+    """The grid size ``(K, J, I)`` :func:`resample` gives ``volume`` at ``spacing_mm``.
 
-    The new grid spans exactly the voxel-centre box of the input, so the achieved spacing can differ slightly
-    from the request (by less than half a voxel over the extent). Downsampling low-pass filters first (box of the
-    size of the reduction) so small dense structures are not aliased away. ``order`` is ``"linear"`` for HU or
-    ``"nearest"`` for label maps. Raises :class:`VolumeError` if the result would exceed ``max_voxels``.
+    Raises :class:`VolumeError` for a spacing that is not positive or a grid larger than ``max_voxels``.
     """
-    import torch
-    import torch.nn.functional as F
-
     target = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,))
     if (target <= 0).any() or not np.isfinite(target).all():
         raise VolumeError(f"{volume.name}: working spacing must be positive, got {target.tolist()} mm")
@@ -395,9 +389,28 @@ def resample(volume: Volume, spacing_mm: float | tuple[float, float, float],
         raise VolumeError(f"{volume.name}: resampling to {target.tolist()} mm gives {n / 1e6:.0f} M voxels, too "
                           f"large for memory (limit {max_voxels / 1e6:.0f} M); use a coarser spacing, e.g. "
                           f"{suggestion} mm")
-    if (new_size == size_ijk).all():
+    return tuple(int(s) for s in new_size[::-1])  # type: ignore[return-value]
+
+
+def resample(volume: Volume, spacing_mm: float | tuple[float, float, float],
+             max_voxels: int = DEFAULT_MAX_VOXELS, order: str = "linear") -> Volume:
+    """Resample to (about) ``spacing_mm`` keeping the same axes directions and physical extent.
+
+    The new grid spans exactly the voxel-centre box of the input, so the achieved spacing can differ slightly
+    from the request (by less than half a voxel over the extent). Downsampling low-pass filters first (box of the
+    size of the reduction) so small dense structures are not aliased away. ``order`` is ``"linear"`` for HU or
+    ``"nearest"`` for label maps (see also :func:`resample_labels`). Raises :class:`VolumeError` if the result
+    would exceed ``max_voxels``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size_kji = resampled_size(volume, spacing_mm, max_voxels)
+    if size_kji == volume.shape:
         return volume
-    new_spacing = extent / (new_size - 1)
+    size_ijk = np.array(volume.shape[::-1], dtype=np.int64)
+    new_size = np.array(size_kji[::-1], dtype=np.int64)
+    new_spacing = volume.spacing * (size_ijk - 1) / (new_size - 1)
     data = torch.from_numpy(volume.array)[None, None]
     factor = new_spacing / volume.spacing  # (i, j, k) reduction factors
     if order == "linear":
@@ -406,14 +419,36 @@ def resample(volume: Volume, spacing_mm: float | tuple[float, float, float],
             kernel = [k if k % 2 == 1 else k + 1 for k in kernel]
             data = F.avg_pool3d(F.pad(data, [kernel[2] // 2] * 2 + [kernel[1] // 2] * 2 + [kernel[0] // 2] * 2,
                                       mode="replicate"), kernel, stride=1)
-        out = F.interpolate(data, size=tuple(int(s) for s in new_size[::-1]), mode="trilinear", align_corners=True)
+        out = F.interpolate(data, size=size_kji, mode="trilinear", align_corners=True)
     elif order == "nearest":
-        out = _nearest_align_corners(data, tuple(int(s) for s in new_size[::-1]))
+        out = _nearest_align_corners(data, size_kji)
     else:
         raise ValueError(f"order must be 'linear' or 'nearest', got {order!r}")
     ijk_to_ras = volume.ijk_to_ras.copy()
     ijk_to_ras[:3, :3] = volume.direction * new_spacing[None, :]
     return Volume(out[0, 0].numpy(), ijk_to_ras, volume.name, volume.source, volume.modality_note)
+
+
+def resample_labels(labels: np.ndarray, volume: Volume, spacing_mm: float | tuple[float, float, float],
+                    max_voxels: int = DEFAULT_MAX_VOXELS) -> np.ndarray:
+    """A label map or mask ``labels`` on ``volume``'s grid, resampled (nearest neighbour) to the grid
+    :func:`resample` gives ``volume`` at ``spacing_mm``: ``[K, J, I]`` int32.
+
+    Unlike a :class:`Volume`, ``labels`` may be constant (all zero: nothing shown). Float label values are rounded.
+    """
+    import torch
+
+    array = np.asarray(labels)
+    if array.shape != volume.shape:
+        raise VolumeError(f"{volume.name}: label map shape {tuple(array.shape)} does not match the volume's "
+                          f"{volume.shape}")
+    if array.dtype.kind == "f":
+        array = np.rint(array)
+    data = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int32))[None, None]
+    size_kji = resampled_size(volume, spacing_mm, max_voxels)
+    if size_kji == volume.shape:
+        return data[0, 0].numpy().copy()
+    return np.ascontiguousarray(_nearest_align_corners(data, size_kji)[0, 0].numpy())
 
 
 def _nearest_align_corners(data, size: tuple[int, int, int]):

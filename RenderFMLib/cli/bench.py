@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import print_json
+from .common import add_json_argument, print_json
 
 
 def register(subparsers) -> None:
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, auto")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--preset", default="CT-Bone", help="transfer function preset (default CT-Bone)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(parser)
     parser.add_argument("--out", default=None, metavar="FILE.md",
                         help="append the results as a Markdown section to this file (e.g. docs/results/bench.md)")
     parser.set_defaults(func=run)

@@ -9,19 +9,31 @@ from contextlib import contextmanager
 
 from ..errors import TransferFunctionError
 
+#: Help text of a VOLUME positional argument.
+VOLUME_HELP = "NIfTI/NRRD/MHA file, DICOM series folder, or 'phantom' (built-in torso; 'phantom:SEED')"
 
-def add_volume_argument(parser: argparse.ArgumentParser) -> None:
-    """Positional VOLUME (file, DICOM folder or 'phantom')."""
-    parser.add_argument("volume", metavar="VOLUME",
-                        help="NIfTI/NRRD/MHA file, DICOM series folder, or 'phantom' (built-in torso; 'phantom:SEED')")
+#: Gaussian rasterizers a command can pick with ``--backend``.
+BACKEND_CHOICES = ("auto", "torch", "gsplat", "cpu-fast")
 
 
-def add_tf_arguments(parser: argparse.ArgumentParser, default_preset: str = "CT-Bone") -> None:
-    """``--preset NAME`` or ``--tf FILE.vp.json`` (mutually exclusive)."""
+def add_volume_argument(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    """Positional VOLUME (file, DICOM folder or 'phantom'); ``many``: one or more, as ``args.volumes``."""
+    if many:
+        parser.add_argument("volumes", nargs="+", metavar="VOLUME", help=VOLUME_HELP)
+    else:
+        parser.add_argument("volume", metavar="VOLUME", help=VOLUME_HELP)
+
+
+def add_tf_arguments(parser: argparse.ArgumentParser, default_preset: str = "CT-Bone", many: bool = False) -> None:
+    """``--preset NAME`` or ``--tf FILE.vp.json`` (mutually exclusive); ``many``: one or more of either (read them
+    with :func:`load_tfs`)."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--preset", default=None,
-                       help=f"Slicer volume-rendering preset (default {default_preset}; see `renderfm presets`)")
-    group.add_argument("--tf", default=None, metavar="FILE.vp.json", help="Slicer volume-property file (.vp.json)")
+    plural, nargs = ("(s)", "+") if many else ("", None)
+    group.add_argument("--preset", nargs=nargs, default=None, metavar="NAME" if many else None,
+                       help=f"Slicer volume-rendering preset{plural} (default {default_preset}; "
+                            "see `renderfm presets`)")
+    group.add_argument("--tf", nargs=nargs, default=None, metavar="FILE.vp.json",
+                       help=f"Slicer volume-property file{plural} (.vp.json)")
     parser.set_defaults(default_preset=default_preset)
 
 
@@ -33,9 +45,38 @@ def add_view_arguments(parser: argparse.ArgumentParser, views: int = 4, size: st
     parser.add_argument("--elevation", type=float, default=0.0, help="camera elevation in degrees (default 0)")
 
 
+def add_image_folder_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--out DIR``: the folder the PNG files go to."""
+    parser.add_argument("--out", required=required, default=None, metavar="DIR",
+                        help="output folder for the PNG files")
+
+
+def add_scene_arguments(parser: argparse.ArgumentParser, method: bool = True,
+                        spacing_help: str = "working grid spacing in mm (default: 1.5 on CUDA, 3 on CPU, or the "
+                                            "model's)",
+                        device_help: str | None = "auto (CUDA if available), cpu or cuda",
+                        weights_help: str = "Render-FM weights for --method model", metavars: bool = True) -> None:
+    """``--method`` (if ``method``), ``--spacing --device --weights``: how a volume becomes Gaussians.
+
+    The help texts can be worded for the command; ``metavars=False`` shows the plain ``SPACING``/``WEIGHTS``.
+    """
+    if method:
+        parser.add_argument("--method", choices=("analytic", "model"), default="analytic",
+                            help="how the Gaussians are made: analytic initialisation (default, no learning) or "
+                                 "model (Render-FM with the shipped weights, or --weights)")
+    parser.add_argument("--spacing", type=float, default=None, metavar="MM" if metavars else None, help=spacing_help)
+    parser.add_argument("--device", default="auto", help=device_help)
+    parser.add_argument("--weights", default=None, metavar="FILE" if metavars else None, help=weights_help)
+
+
+def add_json_argument(parser: argparse.ArgumentParser) -> None:
+    """``--json``: a machine-readable summary on stdout."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--json`` (machine-readable summary on stdout) and ``--quiet`` (no progress bars)."""
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -53,11 +94,22 @@ def load_tf(args: argparse.Namespace):
     return tf
 
 
-def load_input_volume(args: argparse.Namespace):
-    """Load VOLUME; warns on stderr when it does not look like CT."""
+def load_tfs(args: argparse.Namespace) -> list:
+    """The transfer functions chosen by ``--tf``/``--preset`` given with ``many`` (or the default preset)."""
+    from ..presets import get_preset
+    from ..transfer_io import read_vp_json
+
+    if getattr(args, "tf", None):
+        return [read_vp_json(path) for path in args.tf]
+    return [get_preset(name) for name in (getattr(args, "preset", None)
+                                          or [getattr(args, "default_preset", "CT-Bone")])]
+
+
+def load_input_volume(args: argparse.Namespace, spec: str | None = None):
+    """Load VOLUME (or ``spec``, one of several); warns on stderr when it does not look like CT (unless --json)."""
     from ..volume import load_volume
 
-    volume = load_volume(args.volume)
+    volume = load_volume(args.volume if spec is None else spec)
     if volume.modality_note and not getattr(args, "json", False):
         warn(f"{volume.name}: {volume.modality_note}")
     return volume
@@ -70,6 +122,22 @@ def views_for(volume, args: argparse.Namespace):
     width, height = parse_size(args.size)
     return orbit_cameras(volume.center_ras(), volume.radius_mm(), args.views, width, height,
                          elevation_deg=getattr(args, "elevation", 0.0))
+
+
+def prepare_from_args(args: argparse.Namespace, volume, tf, method: str | None = None):
+    """:func:`RenderFMLib.pipeline.prepare_scene` with the scene arguments (``method`` overrides ``--method``),
+    under a progress bar."""
+    from ..pipeline import prepare_scene
+
+    method = method or args.method
+    with progress(100, f"preparing ({method})", quiet=args.quiet or args.json, unit="%") as bar:
+        def report(stage, fraction):
+            bar.set_postfix_str(stage)
+            bar.n = int(100 * fraction)
+            bar.refresh()
+
+        return prepare_scene(volume, tf, method=method, spacing_mm=args.spacing, device=args.device,
+                             weights=args.weights, progress=report)
 
 
 def warn(message: str) -> None:

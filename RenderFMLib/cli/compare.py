@@ -6,7 +6,10 @@ import sys
 from pathlib import Path
 
 from .common import (
+    BACKEND_CHOICES,
+    add_image_folder_argument,
     add_output_arguments,
+    add_scene_arguments,
     add_tf_arguments,
     add_view_arguments,
     add_volume_argument,
@@ -16,7 +19,6 @@ from .common import (
     progress,
     views_for,
 )
-from .render import BACKEND_CHOICES
 
 
 def register(subparsers) -> None:
@@ -28,16 +30,14 @@ def register(subparsers) -> None:
                     "panel captioned with its PSNR/SSIM against the reference (sRGB, as a person sees it).")
     add_volume_argument(parser)
     add_tf_arguments(parser)
-    parser.add_argument("--spacing", type=float, default=None, metavar="MM",
-                        help="working grid spacing in mm (default: 1.5 on CUDA, 3 on CPU)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    parser.add_argument("--weights", default=None, metavar="FILE",
-                        help="Render-FM weights (default: the shipped ones; skipped when absent)")
+    add_scene_arguments(parser, method=False,
+                        spacing_help="working grid spacing in mm (default: 1.5 on CUDA, 3 on CPU)",
+                        weights_help="Render-FM weights (default: the shipped ones; skipped when absent)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="Gaussian rasterizer")
     parser.add_argument("--mapper", choices=("auto", "cpu", "gpu"), default="cpu",
                         help="VTK ray cast mapper (default cpu: vtkFixedPointVolumeRayCastMapper)")
     add_view_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the PNG files")
+    add_image_folder_argument(parser)
     add_output_arguments(parser)
     parser.set_defaults(func=run)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_output_arguments, add_tf_arguments, load_tf, print_json
+from .common import add_output_arguments, add_scene_arguments, add_tf_arguments, load_tf, print_json
 
 
 def register(subparsers) -> None:
@@ -23,9 +23,9 @@ def register(subparsers) -> None:
     parser.add_argument("--train-views", type=int, default=20, help="views for fine-tuning / per-scan (20)")
     parser.add_argument("--finetune-seconds", type=float, default=60.0)
     parser.add_argument("--per-scan-seconds", type=float, default=120.0)
-    parser.add_argument("--spacing", type=float, default=None, help="working spacing mm (default per device)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--weights", default=None, help="model weights (default: the shipped ones)")
+    add_scene_arguments(parser, method=False, spacing_help="working spacing mm (default per device)",
+                        device_help="auto, cpu or cuda", weights_help="model weights (default: the shipped ones)",
+                        metavars=False)
     parser.add_argument("--methods", default=",".join(("vtk", "analytic", "feedforward", "finetune", "per_scan")),
                         help="comma-separated subset of vtk,analytic,feedforward,finetune,per_scan")
     parser.add_argument("--out", default="out/eval", help="folder for results.md, results.json and images")

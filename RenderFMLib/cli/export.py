@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_output_arguments, add_tf_arguments, load_tf, print_json
-from .render import add_scene_arguments, prepare_from_args
+from .common import add_output_arguments, add_scene_arguments, add_tf_arguments, load_tf, prepare_from_args, print_json
 
 
 def register(subparsers) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .common import (
     add_output_arguments,
+    add_scene_arguments,
     add_tf_arguments,
     add_volume_argument,
     load_input_volume,
@@ -21,9 +22,8 @@ def register(subparsers) -> None:
     parser.add_argument("--iters", type=int, default=None, help="stop after this many iterations instead")
     parser.add_argument("--views", type=int, default=20, help="reference views to fine-tune on (default 20)")
     parser.add_argument("--size", type=int, default=128, help="square size of the reference views")
-    parser.add_argument("--spacing", type=float, default=None, help="working spacing mm (default: the model's)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--weights", default=None, help="model weights (default: the shipped ones)")
+    add_scene_arguments(parser, method=False, spacing_help="working spacing mm (default: the model's)",
+                        device_help=None, weights_help="model weights (default: the shipped ones)", metavars=False)
     parser.add_argument("--out", default="out/finetuned.ply", help="6DGS PLY to write")
     add_output_arguments(parser)
     parser.set_defaults(func=run)

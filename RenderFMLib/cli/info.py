@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .common import add_volume_argument, load_input_volume, print_json
+from .common import add_json_argument, add_volume_argument, load_input_volume, print_json
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("info", help="describe a volume: geometry, HU statistics, CT or not")
     add_volume_argument(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(parser)
     parser.set_defaults(func=run)
 
 

@@ -6,14 +6,15 @@ from pathlib import Path
 
 from .common import (
     add_output_arguments,
+    add_scene_arguments,
     add_tf_arguments,
     add_volume_argument,
     load_input_volume,
     load_tf,
+    prepare_from_args,
     print_json,
     progress,
 )
-from .render import add_scene_arguments, prepare_from_args
 
 
 def register(subparsers) -> None:

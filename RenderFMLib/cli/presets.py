@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import print_json
+from .common import add_json_argument, print_json
 
 
 def register(subparsers) -> None:
@@ -13,7 +13,7 @@ def register(subparsers) -> None:
                     "shading.")
     parser.add_argument("name", nargs="?", metavar="NAME", help="a preset name (case-insensitive), e.g. CT-Bone")
     parser.add_argument("--ct", action="store_true", help="list only the CT presets")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(parser)
     parser.set_defaults(func=run)
 
 

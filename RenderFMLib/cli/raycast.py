@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from .common import (
+    add_image_folder_argument,
     add_output_arguments,
     add_tf_arguments,
     add_view_arguments,
@@ -27,7 +28,7 @@ def register(subparsers) -> None:
     add_volume_argument(parser)
     add_tf_arguments(parser)
     add_view_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the PNG files")
+    add_image_folder_argument(parser)
     parser.add_argument("--mapper", choices=("auto", "cpu", "gpu"), default="auto",
                         help="vtkFixedPointVolumeRayCastMapper (cpu), vtkGPUVolumeRayCastMapper (gpu), or the GPU "
                              "mapper only on hardware OpenGL (auto, default)")

@@ -11,7 +11,18 @@ import statistics
 import time
 from pathlib import Path
 
-from .common import add_output_arguments, add_view_arguments, print_json, progress, warn
+from .common import (
+    add_image_folder_argument,
+    add_output_arguments,
+    add_tf_arguments,
+    add_view_arguments,
+    add_volume_argument,
+    load_input_volume,
+    load_tfs,
+    print_json,
+    progress,
+    views_for,
+)
 
 
 def register(subparsers) -> None:
@@ -22,17 +33,12 @@ def register(subparsers) -> None:
                     "The volume is cropped to the body and resampled to --spacing first (the working grid). "
                     "The cinematic mode (default) is lit by a world-fixed key light with soft shadows, sky light "
                     "with ambient occlusion and multiple scattering, and is tone-mapped (ACES filmic).")
-    parser.add_argument("volumes", nargs="+", metavar="VOLUME",
-                        help="NIfTI/NRRD/MHA file, DICOM series folder, or 'phantom' (built-in torso; 'phantom:SEED')")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--preset", nargs="+", default=None, metavar="NAME",
-                       help="Slicer volume-rendering preset(s) (default CT-Bone; see `renderfm presets`)")
-    group.add_argument("--tf", nargs="+", default=None, metavar="FILE.vp.json",
-                       help="Slicer volume-property file(s) (.vp.json)")
+    add_volume_argument(parser, many=True)
+    add_tf_arguments(parser, many=True)
     parser.add_argument("--mode", choices=("cinematic", "shaded", "emission-absorption"), default="cinematic",
                         help="cinematic (default), shaded (as VTK's ray caster) or emission-absorption (no lighting)")
     add_view_arguments(parser)
-    parser.add_argument("--out", default=None, metavar="DIR", help="output folder for the PNG files")
+    add_image_folder_argument(parser, required=False)
     parser.add_argument("--spacing", type=float, default=None, metavar="MM",
                         help="working-grid spacing (default 1.5 mm on CUDA, 2.0 mm on CPU)")
     parser.add_argument("--step", type=float, default=None, metavar="MM",
@@ -52,15 +58,6 @@ def register(subparsers) -> None:
                              "(view 1, steps 1 to 1/16 of the spacing)")
     add_output_arguments(parser)
     parser.set_defaults(func=run)
-
-
-def _transfer_functions(args):
-    from ..presets import get_preset
-    from ..transfer_io import read_vp_json
-
-    if args.tf:
-        return [read_vp_json(path) for path in args.tf]
-    return [get_preset(name) for name in (args.preset or ["CT-Bone"])]
 
 
 def _lighting(args):
@@ -83,17 +80,17 @@ def _lighting(args):
 def run(args) -> int:
     import numpy as np
 
-    from ..camera import orbit_cameras, parse_size
+    from ..camera import parse_size
     from ..errors import RenderFMError
     from ..illumination import compute_illumination
     from ..image import save_png, to_uint8
     from ..reference import render_reference, resolve_device
     from ..reference_eval import compare_with_vtk, contact_sheet, convergence_curve
-    from ..volume import load_volume, working_volume
+    from ..volume import working_volume
 
     device = resolve_device(args.device)
     spacing = args.spacing or (1.5 if device.type == "cuda" else 2.0)
-    tfs = _transfer_functions(args)
+    tfs = load_tfs(args)
     lighting = _lighting(args)
     width, height = parse_size(args.size)
     if not (args.compare_vtk or args.convergence) and not args.out and not args.contact_sheet:
@@ -103,12 +100,8 @@ def run(args) -> int:
               "volumes": []}
     tiles, row_labels = [], []
     for spec in args.volumes:
-        volume = load_volume(spec)
-        if volume.modality_note and not args.json:
-            warn(f"{volume.name}: {volume.modality_note}")
-        volume = working_volume(volume, spacing)
-        cameras = orbit_cameras(volume.center_ras(), volume.radius_mm(), args.views, width, height,
-                                elevation_deg=args.elevation)
+        volume = working_volume(load_input_volume(args, spec), spacing)
+        cameras = views_for(volume, args)
         entry = {"volume": spec, "working_grid_kji": list(volume.shape), "presets": []}
         report["volumes"].append(entry)
         label = Path(str(spec)).name.split(".")[0]

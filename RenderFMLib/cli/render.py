@@ -1,8 +1,4 @@
-"""``renderfm render VOLUME``: prepare Gaussians (analytic or Render-FM) and rasterize orbit views to PNGs.
-
-Also home of the scene arguments (``--method --spacing --device --weights``) shared by ``compare``, ``optimize``
-and ``export``.
-"""
+"""``renderfm render VOLUME``: prepare Gaussians (analytic or Render-FM) and rasterize orbit views to PNGs."""
 
 from __future__ import annotations
 
@@ -10,46 +6,20 @@ import statistics
 from pathlib import Path
 
 from .common import (
+    BACKEND_CHOICES,
+    add_image_folder_argument,
     add_output_arguments,
+    add_scene_arguments,
     add_tf_arguments,
     add_view_arguments,
     add_volume_argument,
     load_input_volume,
     load_tf,
+    prepare_from_args,
     print_json,
     progress,
     views_for,
 )
-
-BACKEND_CHOICES = ("auto", "torch", "gsplat", "cpu-fast")
-
-
-def add_scene_arguments(parser, method: bool = True) -> None:
-    """``--method`` (if ``method``), ``--spacing --device --weights``: how a volume becomes Gaussians."""
-    if method:
-        parser.add_argument("--method", choices=("analytic", "model"), default="analytic",
-                            help="how the Gaussians are made: analytic initialisation (default, no learning) or "
-                                 "model (Render-FM with the shipped weights, or --weights)")
-    parser.add_argument("--spacing", type=float, default=None, metavar="MM",
-                        help="working grid spacing in mm (default: 1.5 on CUDA, 3 on CPU, or the model's)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    parser.add_argument("--weights", default=None, metavar="FILE", help="Render-FM weights for --method model")
-
-
-def prepare_from_args(args, volume, tf, method: str | None = None):
-    """:func:`RenderFMLib.pipeline.prepare_scene` with the scene arguments (``method`` overrides ``--method``),
-    under a progress bar."""
-    from ..pipeline import prepare_scene
-
-    method = method or args.method
-    with progress(100, f"preparing ({method})", quiet=args.quiet or args.json, unit="%") as bar:
-        def report(stage, fraction):
-            bar.set_postfix_str(stage)
-            bar.n = int(100 * fraction)
-            bar.refresh()
-
-        return prepare_scene(volume, tf, method=method, spacing_mm=args.spacing, device=args.device,
-                             weights=args.weights, progress=report)
 
 
 def register(subparsers) -> None:
@@ -64,7 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                         help="rasterizer: auto (gsplat/torch on CUDA, cpu-fast on CPU), torch, gsplat, cpu-fast")
     add_view_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the PNG files")
+    add_image_folder_argument(parser)
     add_output_arguments(parser)
     parser.set_defaults(func=run)
 

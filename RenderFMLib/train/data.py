@@ -25,7 +25,7 @@ from ..model.features import make_features
 from ..pipeline import apply_mask
 from ..presets import ct_preset_names, get_preset
 from ..transfer import TransferFunction
-from ..volume import Volume, crop, load_volume, resample, resample_to_grid
+from ..volume import Volume, crop, load_volume, resample, resample_labels, resample_to_grid
 from .cache import ReferenceCache
 
 #: Presets used for training (CT presets that show something on typical torso CT).
@@ -64,8 +64,7 @@ class TrainingSource:
             labels = label_volume.array if same_grid else resample_to_grid(label_volume, volume)
         working = resample(volume, spacing_mm)
         if labels is not None:
-            holder = Volume(labels + 1.0, volume.ijk_to_ras, "labels")
-            labels = (resample(holder, spacing_mm, order="nearest").array - 1.0).round().astype(np.int32)
+            labels = resample_labels(labels, volume, spacing_mm)
         return working, labels
 
 

@@ -27,13 +27,7 @@ from RenderFMLib.reference import render_reference
 from RenderFMLib.transfer import TransferFunction
 from RenderFMLib.volume import Volume
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(min(previous, 2))
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def uniform_tf(opacity_per_mm: float, start_hu: float = -500.0) -> TransferFunction:
@@ -126,11 +120,8 @@ def test_slab_absorption_matches_the_emission_absorption_reference(depth_per_vox
     assert float(splats.rgb[centre, centre].mean()) == pytest.approx(expected, abs=0.03)
 
 
-def test_counts_pruning_colours_and_labels():
-    from RenderFMLib.phantom import make_phantom
-
-    phantom = make_phantom(seed=0, spacing_mm=6.0)
-    volume, labels = phantom.volume, phantom.labels
+def test_counts_pruning_colours_and_labels(small_phantom):
+    volume, labels = small_phantom.volume, small_phantom.labels
     tf = get_preset("CT-Bone")
     result = analytic_gaussians(volume, tf, labels=labels)
     counts = result.counts

@@ -6,18 +6,11 @@ import json
 
 import imageio.v3 as iio
 import pytest
-import torch
 
 from RenderFMLib.cli import main
 from RenderFMLib.ply import read_6dgs_ply
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(min(previous, 2))
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")

@@ -63,15 +63,10 @@ def test_matches_direct_formulas_on_random_spd_covariances(lam):
             assert torch.allclose(out.colors[c, n], expected_color)
 
 
-def test_gaussians6d_path_matches_direct_formulas_and_is_symmetric_pd():
-    gen = torch.Generator().manual_seed(3)
+def test_gaussians6d_path_matches_direct_formulas_and_is_symmetric_pd(random_gaussians):
     count = 30
-    g = Gaussians6D(torch.randn(count, 3, generator=gen, dtype=torch.float64) * 20,
-                    torch.randn(count, 3, generator=gen, dtype=torch.float64),
-                    torch.randn(count, 6, generator=gen, dtype=torch.float64),
-                    torch.randn(count, 15, generator=gen, dtype=torch.float64) * 3,  # near-saturated correlations
-                    torch.randn(count, 4, 3, generator=gen, dtype=torch.float64),
-                    torch.randn(count, generator=gen, dtype=torch.float64))
+    g = random_gaussians(count, degree=1, labels=False, seed=3, dtype=torch.float64, position=20.0, log_diag=1.0,
+                         offdiag=3.0, sh=1.0)  # offdiag x3: near-saturated correlations
     center = np.array([120.0, -300.0, 40.0])
     out = condition(g, torch.from_numpy(center))
     assert out.num_views is None and out.means.shape == (count, 3)
@@ -86,23 +81,17 @@ def test_gaussians6d_path_matches_direct_formulas_and_is_symmetric_pd():
     assert bool((torch.linalg.eigvalsh(out.covs) > 0).all())
 
 
-def test_float32_conditioning_stays_positive_definite():
-    gen = torch.Generator().manual_seed(4)
+def test_float32_conditioning_stays_positive_definite(random_gaussians):
     count = 2000
-    g = Gaussians6D(torch.randn(count, 3, generator=gen) * 100, torch.randn(count, 3, generator=gen),
-                    torch.randn(count, 6, generator=gen) * 2, torch.randn(count, 15, generator=gen) * 4,
-                    torch.zeros(count, 1, 3), torch.zeros(count))
+    g = random_gaussians(count, degree=0, labels=False, seed=4, position=100.0, log_diag=2.0, offdiag=4.0, sh=0.0,
+                         opacity=0.0)
     out = condition(g, torch.tensor([0.0, 0.0, 600.0]))
     assert torch.isfinite(out.means).all() and torch.isfinite(out.opacities).all()
     assert bool((torch.linalg.eigvalsh(out.covs.double()) > 0).all())
 
 
-def test_batch_equals_single_views_and_directions():
-    gen = torch.Generator().manual_seed(5)
-    g = Gaussians6D(torch.randn(12, 3, generator=gen) * 10, torch.randn(12, 3, generator=gen),
-                    torch.randn(12, 6, generator=gen) * 0.3, torch.randn(12, 15, generator=gen),
-                    torch.randn(12, 9, 3, generator=gen) * 0.2, torch.randn(12, generator=gen),
-                    torch.arange(12, dtype=torch.int16))
+def test_batch_equals_single_views_and_directions(random_gaussians):
+    g = random_gaussians(12, degree=2, seed=5, position=10.0, log_diag=0.3, sh=0.2)
     centers = torch.tensor([[100.0, 0.0, 0.0], [0.0, -200.0, 50.0]])
     factors = conditioning_factors(g)
     batch = condition(factors, centers)
@@ -130,16 +119,10 @@ def test_isotropic_gaussians_are_view_independent():
     assert torch.allclose(out.opacities, torch.full((2, 6), 0.6 * math.exp(-0.35 / 100.0)))
 
 
-def test_gradcheck_small_double():
-    gen = torch.Generator().manual_seed(6)
-    count = 3
-    params = [torch.randn(count, 3, generator=gen, dtype=torch.float64) * 5,
-              torch.randn(count, 3, generator=gen, dtype=torch.float64) * 0.5,
-              torch.randn(count, 6, generator=gen, dtype=torch.float64) * 0.3,
-              torch.randn(count, 15, generator=gen, dtype=torch.float64),
-              torch.randn(count, 4, 3, generator=gen, dtype=torch.float64) * 0.1,  # colours stay > 0 (no clamp)
-              torch.randn(count, generator=gen, dtype=torch.float64)]
-    params = [p.requires_grad_() for p in params]
+def test_gradcheck_small_double(random_gaussians):
+    g = random_gaussians(3, degree=1, labels=False, seed=6, dtype=torch.float64, position=5.0, direction=0.5,
+                         log_diag=0.3, sh=0.1)  # small SH: colours stay > 0 (no clamp)
+    params = [p.requires_grad_() for p in g.parameters().values()]
     centers = torch.tensor([[40.0, 10.0, 5.0], [-30.0, 25.0, 60.0]], dtype=torch.float64)
 
     def function(*tensors):

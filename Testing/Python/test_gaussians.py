@@ -22,17 +22,6 @@ from RenderFMLib.gaussians import (
 from RenderFMLib.sh import C0, degree_from_coefficients, eval_sh, rgb_to_sh_dc, sh_basis, sh_dc_to_rgb, sh_to_color
 
 
-def random_gaussians(count=8, degree=3, labels=True, seed=0, dtype=torch.float32) -> Gaussians6D:
-    gen = torch.Generator().manual_seed(seed)
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=gen, dtype=dtype)
-
-    return Gaussians6D(randn(count, 3) * 50, randn(count, 3), randn(count, 6) * 0.5, randn(count, 15),
-                       randn(count, (degree + 1) ** 2, 3) * 0.3, randn(count),
-                       torch.arange(count, dtype=torch.int16) if labels else None)
-
-
 # ---- parameterisation ---------------------------------------------------------------------------------------------
 def test_cholesky_factor_follows_the_6dgs_formula():
     gen = torch.Generator().manual_seed(1)
@@ -91,7 +80,7 @@ def test_isotropic_params_give_the_requested_standard_deviations():
 
 
 # ---- container ------------------------------------------------------------------------------------------------
-def test_container_basics():
+def test_container_basics(random_gaussians):
     g = random_gaussians(10)
     assert len(g) == 10 and g.sh_degree == 3 and g.dtype == torch.float32 and g.device.type == "cpu"
     assert set(g.parameters()) == set(PARAMETER_NAMES)
@@ -143,14 +132,14 @@ def test_container_basics():
     (lambda v: v.update(labels=torch.zeros(5, dtype=torch.int32)), "labels"),
     (lambda v: v.update(dir_means=torch.zeros(5, 3, dtype=torch.int64)), "floating"),
 ])
-def test_validation_errors_are_clear(change, message):
+def test_validation_errors_are_clear(change, message, random_gaussians):
     values = {name: getattr(random_gaussians(5), name) for name in PARAMETER_NAMES + ("labels",)}
     change(values)
     with pytest.raises(GaussianError, match=message):
         Gaussians6D(**values)
 
 
-def test_validate_detects_non_finite_values():
+def test_validate_detects_non_finite_values(random_gaussians):
     g = random_gaussians(5)
     g.chol_log_diag[2, 1] = float("nan")
     with pytest.raises(RenderFMError, match=r"chol_log_diag has non-finite values in 1 of 5"):

@@ -39,15 +39,18 @@ def test_features_channels(small_volume):
 
 def test_untrained_model_predicts_zero_residuals_so_it_renders_like_analytic(small_volume):
     from RenderFMLib.analytic import analytic_gaussians
+    from RenderFMLib.volume import resample
 
+    volume = resample(small_volume, 12.0)  # 34x22x31 voxels: still 18 overlapping 16-voxel patches
     tf = get_preset("CT-Bone")
-    analytic = analytic_gaussians(small_volume, tf)
+    analytic = analytic_gaussians(volume, tf)
+    assert len(analytic.gaussians) > 1000
     model = RenderFMUNet(SMALL)
-    features = make_features(torch.from_numpy(small_volume.array), tf)
+    features = make_features(torch.from_numpy(volume.array), tf)
     residuals = predict_residuals(model, features, analytic.voxel_index, patch=16, overlap=4)
     assert residuals.shape == (len(analytic.gaussians), residual_channels(1))
     assert torch.count_nonzero(residuals) == 0
-    predicted = apply_residuals(analytic.gaussians, residuals, 6.0, sh_degree=1)
+    predicted = apply_residuals(analytic.gaussians, residuals, 12.0, sh_degree=1)
     base = analytic.gaussians.with_sh_degree(1)
     for name in ("means", "dir_means", "chol_log_diag", "chol_offdiag", "sh", "opacity_logit"):
         assert torch.equal(getattr(predicted, name), getattr(base, name))

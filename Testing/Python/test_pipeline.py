@@ -14,21 +14,13 @@ from RenderFMLib.metrics import psnr
 from RenderFMLib.pipeline import Rendered, prepare_scene, render_scene, render_scene_reference, resolve_device
 from RenderFMLib.presets import get_preset
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(min(previous, 2))
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")
-def torso():
+def torso(small_phantom):
     """The phantom at 6 mm with its labels."""
-    from RenderFMLib.phantom import make_phantom
-
-    return make_phantom(seed=0, spacing_mm=6.0)
+    return small_phantom
 
 
 @pytest.fixture(scope="module")

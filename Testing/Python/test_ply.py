@@ -17,15 +17,14 @@ from RenderFMLib.ply import _read_vertices, export_3dgs_ply, read_6dgs_ply, writ
 from RenderFMLib.sh import C0
 
 
-def scene(count=64, degree=3, labels=True, seed=0) -> Gaussians6D:
-    gen = torch.Generator().manual_seed(seed)
+@pytest.fixture
+def scene(random_gaussians):
+    """``scene(count=64, degree=3, labels=True, seed=0)``: random Gaussians over about +-80 mm with wide Cholesky
+    factors and, with ``labels``, int16 labels in -5..299 (negative ones too)."""
+    def make(count=64, degree=3, labels=True, seed=0) -> Gaussians6D:
+        return random_gaussians(count, degree, "random" if labels else False, seed, position=80.0, log_diag=1.0)
 
-    def randn(*shape):
-        return torch.randn(*shape, generator=gen)
-
-    return Gaussians6D(randn(count, 3) * 80, randn(count, 3), randn(count, 6), randn(count, 15),
-                       randn(count, (degree + 1) ** 2, 3) * 0.3, randn(count),
-                       torch.randint(-5, 300, (count,), generator=gen).to(torch.int16) if labels else None)
+    return make
 
 
 def assert_same(a: Gaussians6D, b: Gaussians6D) -> None:
@@ -37,7 +36,7 @@ def assert_same(a: Gaussians6D, b: Gaussians6D) -> None:
 
 
 @pytest.mark.parametrize("degree, labels", [(3, True), (0, False), (1, True)])
-def test_round_trip_is_exact(tmp_path, degree, labels):
+def test_round_trip_is_exact(tmp_path, degree, labels, scene):
     g = scene(degree=degree, labels=labels)
     path = write_6dgs_ply(g, tmp_path / "sub" / "scene.ply", lam=0.2)
     back, lam = read_6dgs_ply(path)
@@ -65,7 +64,7 @@ def _table(g: Gaussians6D) -> tuple[list[str], np.ndarray]:
     return names, rows
 
 
-def test_reads_ascii_big_endian_and_the_6dgs_authors_layout(tmp_path):
+def test_reads_ascii_big_endian_and_the_6dgs_authors_layout(tmp_path, scene):
     g = scene(count=12, degree=1, labels=False)
     names, rows = _table(g)
     header = "ply\nformat {}\nelement vertex 12\n" + "".join(f"property float {n}\n" for n in names) + "end_header\n"
@@ -80,7 +79,7 @@ def test_reads_ascii_big_endian_and_the_6dgs_authors_layout(tmp_path):
         assert_same(g, back)
 
 
-def test_double_precision_and_extra_elements(tmp_path):
+def test_double_precision_and_extra_elements(tmp_path, scene):
     g = scene(count=5, degree=0, labels=False)
     names, rows = _table(g)
     header = ("ply\nformat binary_little_endian 1.0\ncomment made by hand\nelement camera 2\nproperty double f\n"
@@ -110,7 +109,7 @@ def test_double_precision_and_extra_elements(tmp_path):
     (lambda h, d: (h.replace(b"element vertex", b"element point"), d), "no 'vertex'"),
     (lambda h, d: (h, np.frombuffer(d, "<f4").copy().astype("<f4").__setitem__(0, np.nan) or d), None),
 ])
-def test_malformed_files_give_clean_errors(tmp_path, edit, message):
+def test_malformed_files_give_clean_errors(tmp_path, edit, message, scene):
     path = write_6dgs_ply(scene(), tmp_path / "good.ply")
     raw = path.read_bytes()
     split = raw.index(b"end_header\n") + len(b"end_header\n")
@@ -147,7 +146,7 @@ def _ascii_copy(binary: bytes) -> bytes:
     return (header.replace("binary_little_endian", "ascii") + body).encode("ascii")
 
 
-def test_fuzzed_files_load_or_raise_ply_error(tmp_path):
+def test_fuzzed_files_load_or_raise_ply_error(tmp_path, scene):
     rng = random.Random(1234)
     binary = write_6dgs_ply(scene(count=20, degree=1), tmp_path / "good.ply").read_bytes()
     assert len(read_6dgs_ply(tmp_path / "good.ply")[0]) == 20
@@ -201,7 +200,7 @@ def test_fuzzed_files_load_or_raise_ply_error(tmp_path):
     assert outcomes["error"] > 150 and outcomes["loaded"] > 10
 
 
-def test_3dgs_export(tmp_path):
+def test_3dgs_export(tmp_path, scene):
     g = scene(count=30, degree=3, labels=True)
     center = np.array([0.0, -400.0, 50.0])
     path = export_3dgs_ply(g, tmp_path / "export.ply", camera_center=center)

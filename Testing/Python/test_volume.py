@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from RenderFMLib.errors import VolumeError
-from RenderFMLib.volume import Volume, crop_to_body, load_volume, resample, save_volume
+from RenderFMLib.volume import Volume, crop_to_body, load_volume, resample, resample_labels, save_volume
 
 
 def ct_array(shape=(10, 12, 14), seed=0) -> np.ndarray:
@@ -218,6 +218,30 @@ def test_resample_keeps_extent_and_centre():
     found = fine.ijk_to_ras_points(np.argwhere(fine.array == fine.array.max())[0][::-1])
     assert np.linalg.norm(bright - found) < 0.5
 
+
+
+def test_resample_labels_follows_the_volume_grid_nearest_neighbour():
+    ijk_to_ras = np.eye(4)
+    ijk_to_ras[:3, :3] = np.diag([-0.7, -0.9, 2.5])
+    volume = Volume(ct_array((16, 40, 30)).astype(np.float32), ijk_to_ras, name="v")
+    labels = np.zeros(volume.shape, np.int32)
+    labels[4:12, 10:30, 5:25] = 7
+    labels[8, 20, 15] = 300  # a lone voxel: nearest neighbour never mixes values
+    coarse = resample(volume, 2.0)
+    resampled = resample_labels(labels, volume, 2.0)
+    assert resampled.shape == coarse.shape and resampled.dtype == np.int32
+    assert set(np.unique(resampled)) <= {0, 7, 300} and 7 in resampled
+    nearest = resample(Volume(labels + 1.0, ijk_to_ras), 2.0, order="nearest")  # the same voxels
+    np.testing.assert_array_equal(nearest.array, resampled + 1.0)
+    np.testing.assert_array_equal(resample_labels(labels.astype(np.float32) + 0.02, volume, 2.0), resampled)
+    # constant maps (nothing shown) and masks work, though a constant Volume is refused
+    assert not resample_labels(np.zeros(volume.shape, bool), volume, 2.0).any()
+    assert resample_labels(labels > 0, volume, 2.0).sum() == (resampled > 0).sum()
+    same = resample_labels(labels, volume, (0.7, 0.9, 2.5))  # no change of grid: a copy
+    np.testing.assert_array_equal(same, labels)
+    assert same is not labels and not np.shares_memory(same, labels)
+    with pytest.raises(VolumeError, match="does not match"):
+        resample_labels(labels[1:], volume, 2.0)
 
 def test_crop_to_body_keeps_ras_positions():
     ijk_to_ras = np.eye(4)
