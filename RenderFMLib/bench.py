@@ -229,4 +229,4 @@ def to_markdown(report: BenchReport, command: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-from . import bench_raster  # noqa: E402,F401  (registers the "raster" suite)
+from . import bench_optimize, bench_raster  # noqa: E402,F401  (register the "optimize" and "raster" suites)

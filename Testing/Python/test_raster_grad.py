@@ -104,3 +104,11 @@ def test_auto_backend_optimises_6d_gaussians_on_the_cpu():
         optimizer.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.8 * losses[0], np.round(losses, 4)
+
+
+def test_optimize_benchmark_times_a_full_step_per_backend():
+    from RenderFMLib.bench_optimize import step_seconds
+
+    for backend in ("torch", "cpu-fast"):
+        times = step_seconds(backend, 2000, 32, runs=2, warmup=1, device="cpu")
+        assert len(times) == 2 and all(0.0 < t < 60.0 for t in times)
