@@ -1,6 +1,6 @@
 """Optimisation-step benchmark: one fine-tuning step (conditioning, rasterization, loss, backward) per backend.
 
-The scene is the raster benchmark's random CT-like cloud (:func:`.bench_raster.make_scene`) with every 6D
+The scene is the raster benchmark's random CT-like cloud (:func:`.synthetic.make_scene`) with every 6D
 parameter requiring gradients. A step renders one view on an orbit with the differentiable backend, takes the
 fine-tuning loss (``0.8 L1 + 0.2 (1 - SSIM)`` against a fixed target) and back-propagates to all parameters — the
 work of :func:`RenderFMLib.optimize.optimize_gaussians` per iteration, without Adam's update. The torch
@@ -16,10 +16,9 @@ import statistics
 import torch
 
 from .bench import BenchConfig, BenchRow, suite, time_call
-from .bench_raster import make_scene
-from .camera import orbit_cameras
 from .optimize import image_loss
 from .raster import available_backends, render_gaussians
+from .synthetic import make_scene, scene_cameras
 
 #: Gaussian counts timed (a predicted CT scene at 3 mm holds about 70k-400k).
 DEFAULT_COUNTS = (50_000, 200_000)
@@ -29,7 +28,7 @@ def step_seconds(backend: str, count: int, size: int, runs: int, warmup: int, de
     """Seconds per optimisation step (forward + loss + backward) of ``count`` Gaussians at ``size``^2."""
     gaussians = make_scene(count, device=device)
     gaussians.requires_grad_()
-    cameras = orbit_cameras((0.0, 0.0, 0.0), 0.5 * 3 ** 0.5 * 300.0, 8, size, size, elevation_deg=15.0)
+    cameras = scene_cameras(8, size)
     target = torch.full((size, size, 3), 0.25, device=device)
     synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else None
     state = {"view": 0}
@@ -51,10 +50,10 @@ def optimize_suite(config: BenchConfig) -> list[BenchRow]:
     from .reference import resolve_device
 
     device = resolve_device(config.device)
+    others = [name for name in available_backends(device, needs_grad=True) if name != "torch"]
     rows = []
     for count in DEFAULT_COUNTS:
-        backends = available_backends(device, needs_grad=True)
-        for backend in ["torch"] + [b for b in backends if b != "torch"]:
+        for backend in ["torch"] + others:
             for size in config.sizes:
                 times = step_seconds(backend, count, size, config.runs, config.warmup, device)
                 case = f"{backend} {count:,} Gaussians"

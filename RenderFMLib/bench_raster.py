@@ -1,10 +1,10 @@
 """Rasterizer benchmark: frames per second per backend, image size and Gaussian count, conditioning included.
 
-A scene is a random CT-like cloud (:func:`make_scene`: Gaussians of about 1.5 mm in a 300 mm box, view-dependent
-SH of degree 3, correlated 6D covariances). For each (backend, count, size) the view-independent conditioning
-factors are computed once (reported as ``prep_s``, as an interactive viewer would keep them), then every frame
-conditions the Gaussians for a new camera on an orbit and rasterizes them: ``warmup`` frames, then ``runs`` timed
-frames; the median gives ``fps``. CUDA work is synchronised before each clock reading.
+A scene is a random CT-like cloud (:func:`.synthetic.make_scene`: Gaussians of about 1.5 mm in a 300 mm box,
+view-dependent SH of degree 3, correlated 6D covariances). For each (backend, count, size) the view-independent
+conditioning factors are computed once (reported as ``prep_s``, as an interactive viewer would keep them), then
+every frame conditions the Gaussians for a new camera on an orbit and rasterizes them: ``warmup`` frames, then
+``runs`` timed frames; the median gives ``fps``. CUDA work is synchronised before each clock reading.
 
 Registered as the ``raster`` suite of :mod:`RenderFMLib.bench` (``renderfm bench --raster``), with VTK's CPU ray
 caster on the benchmark phantom timed in the same run as the baseline.
@@ -20,26 +20,11 @@ import torch
 from .bench import BenchConfig, BenchRow, bench_volume, suite, time_call
 from .camera import orbit_cameras
 from .conditioning import conditioning_factors
-from .gaussians import Gaussians6D
 from .raster import available_backends, render_gaussians
+from .synthetic import make_scene, scene_cameras
 
 DEFAULT_SIZES = (256, 512)
 DEFAULT_COUNTS = (50_000, 200_000, 1_000_000)
-
-
-def make_scene(count: int, box_mm: float = 300.0, std_mm: float = 1.5, seed: int = 0, device="cpu") -> Gaussians6D:
-    """``count`` random Gaussians (spatial std ``std_mm`` x [0.7, 1.3] per axis) in a cube of side ``box_mm``
-    centred on the origin, colours in [0, 1], opacities in [0.05, 0.9], SH degree 3."""
-    gen = torch.Generator().manual_seed(seed)
-    means = (torch.rand(count, 3, generator=gen) - 0.5) * box_mm
-    g = Gaussians6D.from_isotropic(means, torch.rand(count, 3, generator=gen),
-                                   torch.rand(count, generator=gen) * 0.85 + 0.05,
-                                   std_mm * (0.7 + 0.6 * torch.rand(count, 3, generator=gen)), direction_std=2.0,
-                                   sh_degree=3)
-    g.chol_offdiag = torch.randn(count, 15, generator=gen) * 0.3
-    g.sh[:, 1:] = torch.randn(count, 15, 3, generator=gen) * 0.05
-    g.dir_means = torch.randn(count, 3, generator=gen) * 0.3
-    return g.to(device)
 
 
 def _clock(device: torch.device) -> float:
@@ -71,8 +56,7 @@ def run_raster_bench(sizes=DEFAULT_SIZES, counts=DEFAULT_COUNTS, backends=None, 
             for size in sizes:
                 if progress is not None:
                     progress(f"{backend} {count} Gaussians {size}x{size}")
-                cameras = orbit_cameras((0.0, 0.0, 0.0), 0.5 * 3 ** 0.5 * 300.0, warmup + runs, size, size,
-                                        elevation_deg=15.0)
+                cameras = scene_cameras(warmup + runs, size)
                 times = []
                 with torch.no_grad():
                     for index, camera in enumerate(cameras):

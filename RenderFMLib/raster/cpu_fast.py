@@ -248,6 +248,28 @@ def _project_kernel(means, covs, opacities, viewmat, intrinsics, ortho, limits, 
         out_bounds[i, 3] = min(max(math.floor(v + ry - 0.5), 0), height - 1)
 
 
+@njit(inline="always")
+def tile_rect(t, tiles_x, width, height):  # pragma: no cover - compiled
+    """Tile ``t``'s first pixel ``(px0, py0)`` and size ``(pw, ph)`` (edge tiles are cut at the image border)."""
+    px0 = (t % tiles_x) * TILE_SIZE
+    py0 = (t // tiles_x) * TILE_SIZE
+    return px0, py0, min(TILE_SIZE, width - px0), min(TILE_SIZE, height - py0)
+
+
+@njit(inline="always")
+def span_in_tile(bounds, g, px0, py0, pw, ph):  # pragma: no cover - compiled
+    """The pixels of Gaussian ``g``'s inclusive ``bounds`` inside the tile: ``(xa, xb, ya, yb)``, inclusive."""
+    return (max(bounds[g, 0], px0), min(bounds[g, 1], px0 + pw - 1),
+            max(bounds[g, 2], py0), min(bounds[g, 3], py0 + ph - 1))
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def splat_power(a, b, c, dx, dy):  # pragma: no cover - compiled
+    """``-1/2 (a dx^2 + c dy^2) - b dx dy``: the Gaussian's exponent at offset ``(dx, dy)`` from its centre (one
+    expression for the forward and backward passes, so both cull exactly the same pixels)."""
+    return -0.5 * c * dy * dy - (0.5 * a * dx + b * dy) * dx
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _raster_tiles(tile_start, tile_list, records, bounds, width, height, tiles_x,
                   out_rgb, out_alpha, out_depth, out_end):  # pragma: no cover - compiled
@@ -256,10 +278,7 @@ def _raster_tiles(tile_start, tile_list, records, bounds, width, height, tiles_x
     where blending stopped (exclusive): what the backward pass of :mod:`.cpu_fast_grad` replays."""
     num_tiles = tile_start.shape[0] - 1
     for t in prange(num_tiles):
-        px0 = (t % tiles_x) * TILE_SIZE
-        py0 = (t // tiles_x) * TILE_SIZE
-        pw = min(TILE_SIZE, width - px0)
-        ph = min(TILE_SIZE, height - py0)
+        px0, py0, pw, ph = tile_rect(t, tiles_x, width, height)
         trans = np.ones(TILE_SIZE * TILE_SIZE)
         acc = np.zeros((TILE_SIZE * TILE_SIZE, 4))
         done = np.zeros(TILE_SIZE * TILE_SIZE, dtype=np.bool_)
@@ -267,10 +286,7 @@ def _raster_tiles(tile_start, tile_list, records, bounds, width, height, tiles_x
         remaining = pw * ph
         for k in range(tile_start[t], tile_start[t + 1]):
             g = tile_list[k]
-            xa = max(bounds[g, 0], px0)
-            xb = min(bounds[g, 1], px0 + pw - 1)
-            ya = max(bounds[g, 2], py0)
-            yb = min(bounds[g, 3], py0 + ph - 1)
+            xa, xb, ya, yb = span_in_tile(bounds, g, px0, py0, pw, ph)
             u = records[g, 0]
             v = records[g, 1]
             a = records[g, 2]
@@ -280,14 +296,11 @@ def _raster_tiles(tile_start, tile_list, records, bounds, width, height, tiles_x
             floor = records[g, 6]
             for y in range(ya, yb + 1):
                 dy = y + 0.5 - v
-                row_c = -0.5 * c * dy * dy
-                row_b = b * dy
                 for x in range(xa, xb + 1):
                     i = (y - py0) * TILE_SIZE + (x - px0)
                     if done[i]:
                         continue
-                    dx = x + 0.5 - u
-                    power = row_c - (0.5 * a * dx + row_b) * dx
+                    power = splat_power(a, b, c, x + 0.5 - u, dy)
                     if power > 0.0 or power < floor:
                         continue
                     alpha = min(ALPHA_MAX, opacity * math.exp(power))
@@ -318,8 +331,9 @@ def _raster_tiles(tile_start, tile_list, records, bounds, width, height, tiles_x
                 out_end[py0 + ly, px0 + lx] = end[i]
 
 
-def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
+def as_numpy(tensor: torch.Tensor, dtype=np.float32) -> np.ndarray:
+    """A contiguous CPU numpy copy (or view) of ``tensor`` in ``dtype``, detached."""
+    return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=dtype)
 
 
 @dataclass
@@ -337,7 +351,7 @@ class TileBlend:
     end: np.ndarray
 
 
-def blend_projected(means2d, conics, opacities, colors, depths, bounds, visible, width: int, height: int,
+def blend_projected(means2d, conics, opacities, colors, depths, bounds, visible, camera: CameraParams,
                     dtype=np.float32):
     """Blend projected Gaussians (numpy: ``means2d [N, 2]`` px, ``conics [N, 3]``, splatted ``opacities [N]``,
     ``colors [N, 3]``, ``depths [N]`` mm, inclusive pixel ``bounds [N, 4]``, ``visible [N]``) front to back.
@@ -346,7 +360,8 @@ def blend_projected(means2d, conics, opacities, colors, depths, bounds, visible,
     ``dtype`` (the blend itself runs in float64; a backward pass wants float64 alpha, since it recovers the
     transmittance ``1 - alpha`` of nearly opaque pixels from it).
     """
-    tiles_x, tiles_y = -(-width // TILE_SIZE), -(-height // TILE_SIZE)
+    width, height = camera.width, camera.height
+    tiles_x, tiles_y = camera.tiles
     ids = np.flatnonzero(visible).astype(np.int32)
     keys = np.ascontiguousarray(depths[ids], dtype=np.float32)
     order = ids[_radix_argsort(keys.view(np.uint32))]
@@ -373,7 +388,7 @@ def _render_arrays(means, covs, colors, opacities, camera: CameraParams, backgro
     _project_kernel(means, covs, opacities, camera.viewmat, camera.K, camera.ortho,
                     np.array(camera.jacobian_limits()), width, height, bool(antialiased), means2d, conics, depths,
                     splatted, bounds, visible)
-    rgb, alpha, depth, _ = blend_projected(means2d, conics, splatted, colors, depths, bounds, visible, width, height)
+    rgb, alpha, depth, _ = blend_projected(means2d, conics, splatted, colors, depths, bounds, visible, camera)
     return finish(torch.from_numpy(rgb), torch.from_numpy(alpha)[..., None],
                   torch.from_numpy(depth)[..., None] if return_depth else None, background)
 
@@ -383,7 +398,7 @@ def rasterize_cpu_fast(means, covs, colors, opacities, camera: CameraParams, bac
     """Render single-view 3D Gaussians (``[N, 3]``, ``[N, 3, 3]``, ``[N, 3]``, ``[N]`` tensors) on the CPU.
     No gradients; returns float32 CPU tensors. Thread-safe (calls are serialised)."""
     with _LOCK:
-        return _render_arrays(_as_numpy(means), _as_numpy(covs), _as_numpy(colors), _as_numpy(opacities), camera,
+        return _render_arrays(as_numpy(means), as_numpy(covs), as_numpy(colors), as_numpy(opacities), camera,
                               background, return_depth, antialiased)
 
 
@@ -392,14 +407,14 @@ def render_factors_cpu_fast(factors: ConditioningFactors, camera: Camera, lam: f
                             ) -> RasterOutput:
     """Condition (per-view part, from precomputed :class:`ConditioningFactors`) and render in compiled code.
     Thread-safe (calls are serialised)."""
-    means = _as_numpy(factors.means)
+    means = as_numpy(factors.means)
     count = means.shape[0]
     cond_means = np.empty((count, 3), dtype=np.float32)
     colors = np.empty((count, 3), dtype=np.float32)
     opacities = np.empty(count, dtype=np.float32)
     with _LOCK:
-        _condition_kernel(means, _as_numpy(factors.dir_means), _as_numpy(factors.chol_dd), _as_numpy(factors.gain),
-                          _as_numpy(factors.opacity), _as_numpy(factors.sh),
+        _condition_kernel(means, as_numpy(factors.dir_means), as_numpy(factors.chol_dd), as_numpy(factors.gain),
+                          as_numpy(factors.opacity), as_numpy(factors.sh),
                           np.asarray(camera.center, dtype=np.float64), float(lam), cond_means, colors, opacities)
-        return _render_arrays(cond_means, _as_numpy(factors.cov), colors, opacities,
+        return _render_arrays(cond_means, as_numpy(factors.cov), colors, opacities,
                               CameraParams.from_camera(camera), background, return_depth, antialiased)

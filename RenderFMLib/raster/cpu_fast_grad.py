@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from .cpu_fast import _FASTMATH, _LOCK, TileBlend, blend_projected
+from .cpu_fast import _FASTMATH, _LOCK, TileBlend, as_numpy, blend_projected, span_in_tile, splat_power, tile_rect
 from .project import (
     ALPHA_MAX,
     ALPHA_MIN,
@@ -51,10 +51,7 @@ def _blend_backward(tile_start, tile_list, records, bounds, end, alpha_image, wi
     num_tiles = tile_start.shape[0] - 1
     pixels = TILE_SIZE * TILE_SIZE
     for t in prange(num_tiles):
-        px0 = (t % tiles_x) * TILE_SIZE
-        py0 = (t // tiles_x) * TILE_SIZE
-        pw = min(TILE_SIZE, width - px0)
-        ph = min(TILE_SIZE, height - py0)
+        px0, py0, pw, ph = tile_rect(t, tiles_x, width, height)
         trans = np.zeros(pixels)  # transmittance after the Gaussian being replayed
         final = np.zeros(pixels)
         behind = np.zeros((pixels, 4))  # colour and depth blended behind it
@@ -75,10 +72,7 @@ def _blend_backward(tile_start, tile_list, records, bounds, end, alpha_image, wi
                 gradient[i, 4] = grad_alpha[y, x]
         for k in range(tile_start[t + 1] - 1, tile_start[t] - 1, -1):
             g = tile_list[k]
-            xa = max(bounds[g, 0], px0)
-            xb = min(bounds[g, 1], px0 + pw - 1)
-            ya = max(bounds[g, 2], py0)
-            yb = min(bounds[g, 3], py0 + ph - 1)
+            xa, xb, ya, yb = span_in_tile(bounds, g, px0, py0, pw, ph)
             u = records[g, 0]
             v = records[g, 1]
             a = records[g, 2]
@@ -88,14 +82,12 @@ def _blend_backward(tile_start, tile_list, records, bounds, end, alpha_image, wi
             floor = records[g, 6]
             for y in range(ya, yb + 1):
                 dy = y + 0.5 - v
-                row_c = -0.5 * c * dy * dy
-                row_b = b * dy
                 for x in range(xa, xb + 1):
                     i = (y - py0) * TILE_SIZE + (x - px0)
                     if k >= stop[i]:
                         continue
                     dx = x + 0.5 - u
-                    power = row_c - (0.5 * a * dx + row_b) * dx  # exactly as the forward pass computes it
+                    power = splat_power(a, b, c, dx, dy)
                     if power > 0.0 or power < floor:
                         continue
                     falloff = math.exp(power)
@@ -132,21 +124,18 @@ def _sum_pairs(tile_list, order, pair_grads, out):  # pragma: no cover - compile
             out[target, j] += pair_grads[k, j]
 
 
-def _numpy(tensor: torch.Tensor, dtype=np.float64) -> np.ndarray:
-    return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=dtype)
-
-
 class _TileBlendFunction(torch.autograd.Function):
     """``(means2d, conics, opacities, colors, depths)`` -> ``(rgb [H, W, 3], alpha [H, W], depth [H, W])``."""
 
     @staticmethod
     def forward(ctx, means2d, conics, opacities, colors, depths, bounds: np.ndarray, visible: np.ndarray,
-                width: int, height: int):
+                camera: CameraParams):
+        f64 = np.float64
         with _LOCK:
             rgb, alpha, depth, blend = blend_projected(
-                _numpy(means2d), _numpy(conics), _numpy(opacities), _numpy(colors), _numpy(depths, np.float32),
-                bounds, visible, width, height, np.float64)
-        ctx.blend, ctx.alpha, ctx.size, ctx.count = blend, alpha, (width, height), means2d.shape[0]
+                as_numpy(means2d, f64), as_numpy(conics, f64), as_numpy(opacities, f64), as_numpy(colors, f64),
+                as_numpy(depths), bounds, visible, camera, f64)
+        ctx.blend, ctx.alpha, ctx.camera, ctx.count = blend, alpha, camera, means2d.shape[0]
         options = {"dtype": means2d.dtype, "device": means2d.device}
         return (torch.as_tensor(rgb, **options), torch.as_tensor(alpha, **options),
                 torch.as_tensor(depth, **options))
@@ -154,18 +143,17 @@ class _TileBlendFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_rgb, grad_alpha, grad_depth):
         blend: TileBlend = ctx.blend
-        width, height = ctx.size
+        camera: CameraParams = ctx.camera
         pair_grads = np.zeros((blend.tile_list.shape[0], _GRAD_COLUMNS))
         grads = np.zeros((ctx.count, _GRAD_COLUMNS))
         with _LOCK:
             _blend_backward(blend.tile_start, blend.tile_list, blend.records, blend.bounds, blend.end, ctx.alpha,
-                            width, height, -(-width // TILE_SIZE), _numpy(grad_rgb), _numpy(grad_alpha),
-                            _numpy(grad_depth), pair_grads)
+                            camera.width, camera.height, camera.tiles[0], as_numpy(grad_rgb, np.float64),
+                            as_numpy(grad_alpha, np.float64), as_numpy(grad_depth, np.float64), pair_grads)
             _sum_pairs(blend.tile_list, blend.order, pair_grads, grads)
         dtype, device = grad_rgb.dtype, grad_rgb.device
         result = torch.as_tensor(grads, dtype=dtype, device=device)
-        return (result[:, 0:2], result[:, 2:5], result[:, 5], result[:, 6:9], result[:, 9],
-                None, None, None, None)
+        return result[:, 0:2], result[:, 2:5], result[:, 5], result[:, 6:9], result[:, 9], None, None, None
 
 
 def rasterize_cpu_fast_differentiable(means, covs, colors, opacities, camera: CameraParams, background=None,
@@ -176,9 +164,9 @@ def rasterize_cpu_fast_differentiable(means, covs, colors, opacities, camera: Ca
     proj = project_gaussians(means, covs, opacities, camera, antialiased)
     with torch.no_grad():
         x0, x1, y0, y1 = pixel_bounds(proj.means2d, proj.radii, camera.width, camera.height)
-        bounds = _numpy(torch.stack([x0, x1, y0, y1], dim=-1), np.int32)
-        visible = _numpy(proj.visible, np.bool_)
+        bounds = as_numpy(torch.stack([x0, x1, y0, y1], dim=-1), np.int32)
+        visible = as_numpy(proj.visible, np.bool_)
     # culled Gaussians carry placeholder conics; they are never blended, so their gradients stay zero
     rgb, alpha, depth = _TileBlendFunction.apply(proj.means2d, proj.conics, proj.opacities, colors, proj.depths,
-                                                 bounds, visible, camera.width, camera.height)
+                                                 bounds, visible, camera)
     return finish(rgb, alpha[..., None], depth[..., None] if return_depth else None, background)

@@ -19,28 +19,14 @@ from RenderFMLib.raster import (
 )
 from RenderFMLib.raster.project import ALPHA_MIN, EPS2D, CameraParams
 from RenderFMLib.raster.torch_backend import rasterize_torch
+from RenderFMLib.synthetic import make_scene
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(min(previous, 2))
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def random_scene(count=3000, box=120.0, std=1.5, seed=0, degree=3) -> Gaussians6D:
     """CT-like random scene: ~voxel-sized Gaussians in a box, some anisotropy and view dependence."""
-    gen = torch.Generator().manual_seed(seed)
-    means = (torch.rand(count, 3, generator=gen) - 0.5) * box
-    g = Gaussians6D.from_isotropic(means, torch.rand(count, 3, generator=gen) * 0.9,
-                                   torch.rand(count, generator=gen) * 0.85 + 0.05,
-                                   std * (0.5 + torch.rand(count, 3, generator=gen)), direction_std=2.0,
-                                   sh_degree=degree)
-    g.chol_offdiag = torch.randn(count, 15, generator=gen) * 0.5
-    g.sh[:, 1:] = torch.randn(count, g.sh.shape[1] - 1, 3, generator=gen) * 0.05
-    g.dir_means = torch.randn(count, 3, generator=gen) * 0.3
-    return g.validate()
+    return make_scene(count, box_mm=box, std_mm=std, seed=seed, sh_degree=degree).validate()
 
 
 def perspective(width=96, height=64) -> Camera:
