@@ -46,6 +46,7 @@ import torch
 from .conditioning import DEFAULT_LAMBDA
 from .errors import RenderFMError
 from .gaussians import Gaussians6D
+from .illumination import MAX_OPACITY as MAX_UNIT_OPACITY  # per-unit-distance TF opacity cap, as the reference
 from .illumination import (
     Illumination,
     TFTable,
@@ -70,8 +71,6 @@ SUBSAMPLES = 3
 #: A cell point takes the radiance interpolated from non-transparent voxels where they make up at least this
 #: fraction of its interpolation weight, else the TF colour times the lighting (see :func:`classify_cells`).
 KNOWN_WEIGHT = 0.5
-#: Largest per-unit-distance TF opacity used (keeps optical depths finite, as the reference's illumination does).
-MAX_UNIT_OPACITY = 0.9999
 #: Direction standard deviation (broad: nearly view-independent opacity).
 DIRECTION_STD = 10.0
 
@@ -247,10 +246,9 @@ def analytic_gaussians(volume: Volume, tf: TransferFunction, mask=None, illumina
         counts = {"voxels": int(keep.numel()), "transparent": int((~visible).sum()),
                   "masked_out": int((visible & ~shown).sum()), "hidden": int((visible & shown & hidden).sum()),
                   "kept": int(index.numel())}
-        k, rem = index // (volume.shape[1] * volume.shape[2]), index % (volume.shape[1] * volume.shape[2])
-        ijk = torch.stack([rem % volume.shape[2], rem // volume.shape[2], k], dim=1).to(torch.float64)
-        m = torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64, device=device)
-        means = (ijk @ m[:3, :3].T + m[:3, 3]).to(torch.float32)
+        k, j, i = torch.unravel_index(index, volume.shape)
+        ijk = torch.stack([i, j, k], dim=1).cpu().numpy()
+        means = torch.as_tensor(volume.ijk_to_ras_points(ijk), dtype=torch.float32, device=device)
         radiance = cell_colour.reshape(-1, 3)[index]
         depth = -torch.log1p(-alpha.reshape(-1)[index].clamp(max=1.0 - 1e-6))
         direction_factor = math.exp(-DEFAULT_LAMBDA / DIRECTION_STD ** 2)

@@ -21,15 +21,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from .camera import Camera
-from .finetune import finetune_scene, held_out_views, training_views
+from .finetune import held_out_views, optimize_scene
 from .metrics import psnr, ssim
-from .optimize import optimize_gaussians
-from .pipeline import Scene, prepare_scene, render_scene, render_scene_reference
+from .pipeline import Scene, prepare_scene, render_scene, render_scene_references
 from .transfer import TransferFunction
 from .volume import Volume
 
@@ -58,12 +57,11 @@ def _scores(images: list[np.ndarray], references: list[np.ndarray]) -> dict:
 
 
 def _gaussian_method(scene: Scene, cameras: list[Camera], references: list[np.ndarray]) -> tuple[dict, list]:
+    render_scene(scene, cameras[0])  # the first frame compiles/warms up (and caches conditioning); not timed
     rendered = [render_scene(scene, camera) for camera in cameras]
-    render_scene(scene, cameras[0])  # the first frame compiles/warms up; time a second pass
-    times = [render_scene(scene, camera).seconds for camera in cameras]
     result = _scores([r.rgb for r in rendered], references)
-    result.update(prep_s=scene.prep_seconds, fps=1.0 / statistics.median(times), gaussians=scene.num_gaussians,
-                  backend=rendered[0].backend)
+    result.update(prep_s=scene.prep_seconds, fps=1.0 / statistics.median(r.seconds for r in rendered),
+                  gaussians=scene.num_gaussians, backend=rendered[0].backend)
     return result, [r.rgb for r in rendered]
 
 
@@ -81,7 +79,7 @@ def evaluate_volume(volume: Volume, tf: TransferFunction, settings: EvalSettings
     analytic = prepare_scene(volume, tf, method="analytic", spacing_mm=settings.spacing_mm, device=settings.device)
     cameras = held_out_views(analytic, settings.views, settings.size)
     say("reference renders of the held-out views")
-    references = [render_scene_reference(analytic, camera)[0] for camera in cameras]
+    references = render_scene_references(analytic, cameras)
     methods: dict[str, dict] = {}
     images: dict[str, list] = {"reference": references}
     if "vtk" in settings.methods:
@@ -109,23 +107,15 @@ def evaluate_volume(volume: Volume, tf: TransferFunction, settings: EvalSettings
                                     device=settings.device, weights=settings.weights)
         if "feedforward" in settings.methods:
             methods["feedforward"], images["feedforward"] = _gaussian_method(feedforward, cameras, references)
-    if "finetune" in settings.methods:
-        say(f"fine-tuning for {settings.finetune_s:.0f} s")
-        tuned, report = finetune_scene(feedforward, seconds=settings.finetune_s, views=settings.train_views,
-                                       size=settings.size, held_out_cameras=cameras[:1])
-        methods["finetune"], images["finetune"] = _gaussian_method(tuned, cameras, references)
-        methods["finetune"]["iterations"] = report.iterations
-    if "per_scan" in settings.methods:
-        say(f"per-scan optimisation for {settings.per_scan_s:.0f} s")
-        start = time.perf_counter()
-        train_cameras = training_views(analytic, settings.train_views, settings.size)
-        targets = [render_scene_reference(analytic, camera)[0] for camera in train_cameras]
-        gaussians, log = optimize_gaussians(analytic, train_cameras, targets, iterations=None,
-                                            seconds=settings.per_scan_s, sh_degree=3)
-        optimized = replace(analytic, gaussians=gaussians, method="per_scan",
-                            prep_seconds=analytic.prep_seconds + time.perf_counter() - start)
-        methods["per_scan"], images["per_scan"] = _gaussian_method(optimized, cameras, references)
-        methods["per_scan"]["iterations"] = log.iterations
+    optimizations = (("finetune", feedforward, settings.finetune_s, "fine-tuning"),
+                     ("per_scan", analytic, settings.per_scan_s, "per-scan optimisation"))
+    for name, scene, seconds, activity in optimizations:
+        if name in settings.methods:
+            say(f"{activity} for {seconds:.0f} s")
+            optimized, log, _ = optimize_scene(scene, name, seconds=seconds, views=settings.train_views,
+                                               size=settings.size)
+            methods[name], images[name] = _gaussian_method(optimized, cameras, references)
+            methods[name]["iterations"] = log.iterations
     result = {"views": settings.views, "size": [settings.size, settings.size], "reference": "cinematic",
               "volume": volume.name, "tf": tf.name, "spacing_mm": analytic.info.get("spacing_mm"),
               "device": str(analytic.device), "methods": methods}

@@ -71,7 +71,7 @@ class TFTable:
     tf: TransferFunction
     point64: object = None  # [N, 4] float64: extinction (1/mm) and RGB at the table's HU values
     cumulative64: object = None  # [N] float64: running integral over HU of the extinction (trapezoid rule)
-    depth32: object = None  # float32 cumulative and point extinction [N] for segment_depth (made on first use)
+    depth32: object = None  # float32 cumulative and point extinction [N, 1] for segment_depth (made on first use)
 
     def __post_init__(self) -> None:
         import torch
@@ -183,24 +183,14 @@ class TFTable:
         import torch
 
         if self.depth32 is None:
-            self.depth32 = (self.cumulative64.to(torch.float32), self.point64[:, 0].to(torch.float32))
+            self.depth32 = (self.cumulative64[:, None].to(torch.float32), self.point64[:, 0:1].to(torch.float32))
         cumulative, point = self.depth32
         width = hu_back - hu_front
         wide = width.abs() > 2.0 * (self.hu_max - self.hu_min) / (self.size - 1)
-        integral = self._lerp(cumulative, hu_back) - self._lerp(cumulative, hu_front)
+        integral = self.lookup(hu_back, cumulative)[..., 0] - self.lookup(hu_front, cumulative)[..., 0]
         mean = torch.where(wide, integral / torch.where(wide, width, torch.ones_like(width)),
-                           self._lerp(point, 0.5 * (hu_front + hu_back)))
+                           self.lookup(0.5 * (hu_front + hu_back), point)[..., 0])
         return mean.clamp(min=0.0) * length_mm
-
-    def _lerp(self, values, hu):
-        """A 1D table ``[N]`` on this table's HU grid, linearly interpolated at ``hu`` (any shape)."""
-        import torch
-
-        n = values.shape[0]
-        x = ((hu - self.hu_min) * ((n - 1) / (self.hu_max - self.hu_min))).clamp(0.0, n - 1.0)
-        i0 = x.to(torch.int64).clamp(max=n - 2)
-        lo = values[i0]
-        return lo + (values[i0 + 1] - lo) * (x - i0.to(x.dtype))
 
     def visible_between(self, hu_lo, hu_hi):
         """Boolean tensor: does the TF have opacity > 0 anywhere in ``[hu_lo, hu_hi]`` (same-shaped tensors)?
@@ -378,15 +368,16 @@ class Illumination:
 MIN_TRANSMITTANCE = 1e-6
 
 
-def extinction_volume(hu, gradient, tf: TransferFunction, table: TFTable):
+def extinction_volume(hu, factor, table: TFTable):
     """Per-voxel extinction coefficient (1/mm) ``[K, J, I]``: ``-ln(1 - a) / unit_distance``, with ``a`` the
-    scalar opacity times the gradient-opacity factor (clamped to :data:`MAX_OPACITY`)."""
+    scalar opacity times the gradient-opacity ``factor`` ``[K, J, I]`` (``None``: no gradient opacity), clamped
+    to :data:`MAX_OPACITY`."""
     import torch
 
     a = table.lookup(hu, table.table[:, 3:4])[..., 0]
-    if tf.has_gradient_opacity:
-        a = a * tf.gradient_factor(torch.linalg.vector_norm(gradient, dim=0))
-    return -torch.log1p(-a.clamp(0.0, MAX_OPACITY)) / tf.unit_distance
+    if factor is not None:
+        a = a * factor
+    return -torch.log1p(-a.clamp(0.0, MAX_OPACITY)) / table.unit_distance
 
 
 def compute_illumination(volume: Volume, tf: TransferFunction, lighting: LightingRig | None = None,
@@ -407,9 +398,10 @@ def compute_illumination(volume: Volume, tf: TransferFunction, lighting: Lightin
         hu = hu_tensor(volume, device)
         gradient = gradient_volume(hu, volume.ijk_to_ras, smooth=True)
         table = TFTable.build(tf, device)
-        sigma = extinction_volume(hu, gradient, tf, table)
-        factor = tf.gradient_factor(torch.linalg.vector_norm(gradient, dim=0)) if tf.has_gradient_opacity else \
-            torch.ones_like(hu)
+        factor = tf.gradient_factor(torch.linalg.vector_norm(gradient, dim=0)) if tf.has_gradient_opacity else None
+        sigma = extinction_volume(hu, factor, table)
+        if factor is None:
+            factor = torch.ones_like(hu)
         softness = lighting.shadow_softness_mm
         with _one_cpu_thread(hu.device):
             key = sweep_transmittance(torch.stack([hu, factor]), [float(hu.min()), 0.0], preintegrated_depth(table),
@@ -639,13 +631,13 @@ def baked_radiance(volume: Volume, tf: TransferFunction, illumination: Illuminat
         colour = table.lookup(hu, table.table[:, :3])
         fields = illumination.fields.reshape(8, -1).T.clone()
         visible = torch.nonzero(table.lookup(hu, table.table[:, 3:4])[:, 0] > 0).squeeze(1)
-        bias_mm = LIGHT_BIAS_VOXELS * float(volume.spacing.max())
+        bias_mm = light_bias_mm(volume)
+        ras_to_ijk = torch.as_tensor(volume.ras_to_ijk[:3, :3], dtype=fields.dtype, device=device)
         for part in torch.split(visible, 1 << 20):
-            k, rest = part // (volume.shape[1] * volume.shape[2]), part % (volume.shape[1] * volume.shape[2])
-            j, i = rest // volume.shape[2], rest % volume.shape[2]
+            k, j, i = torch.unravel_index(part, volume.shape)
             ijk = torch.stack([i, j, k], dim=1).to(torch.float32)
             offset = light_offset(fields[part, 0:3], illumination.lighting, volume)
-            there = ijk + ras_to_ijk_vectors(offset, volume)
+            there = ijk + ras_to_ijk_vectors(offset, ras_to_ijk)
             fields[part, 3:8] = sample_fields(illumination.fields[3:8], there)
             hu_there = sample_fields(hu.reshape(1, *volume.shape), there)[:, 0]
             # light the voxel where a ray arriving from the read point would: at the emission median of that
@@ -657,6 +649,11 @@ def baked_radiance(volume: Volume, tf: TransferFunction, illumination: Illuminat
             fields[part, 3:5] += local[:, None]
         radiance = cinematic_radiance(colour, fields, tf, illumination.lighting, view_dir=None)
     return radiance.reshape(*volume.shape, 3).cpu().numpy().astype(np.float32)
+
+
+def light_bias_mm(volume: Volume) -> float:
+    """Distance (mm) from a sample to where its light fields are read: :data:`LIGHT_BIAS_VOXELS` largest spacings."""
+    return LIGHT_BIAS_VOXELS * float(volume.spacing.max())
 
 
 def light_offset(gradient, lighting: LightingRig, volume: Volume):
@@ -671,7 +668,7 @@ def light_offset(gradient, lighting: LightingRig, volume: Volume):
     light = torch.tensor(lighting.key_direction, dtype=gradient.dtype, device=gradient.device)
     direction = surface * normal + (1.0 - surface) * light
     length = torch.sqrt((direction * direction).sum(1, keepdim=True)).clamp(min=1e-6)
-    return direction * (LIGHT_BIAS_VOXELS * float(volume.spacing.max()) / length)
+    return direction * (light_bias_mm(volume) / length)
 
 
 def local_light_depth(table: TFTable, hu_here, hu_there, gradient, lighting: LightingRig, volume: Volume):
@@ -686,25 +683,30 @@ def local_light_depth(table: TFTable, hu_here, hu_there, gradient, lighting: Lig
 
     magnitude = torch.sqrt((gradient * gradient).sum(1))
     volume_like = torch.exp(-magnitude / lighting.surface_gradient)
-    return table.segment_depth(hu_here, hu_there, LIGHT_BIAS_VOXELS * float(volume.spacing.max())) * volume_like
+    return table.segment_depth(hu_here, hu_there, light_bias_mm(volume)) * volume_like
 
 
-def ras_to_ijk_vectors(vectors, volume: Volume):
-    """RAS displacement vectors ``[M, 3]`` (mm) as voxel-index displacements ``[M, 3]`` (order i, j, k)."""
-    import torch
-
-    m = torch.as_tensor(volume.ras_to_ijk[:3, :3], dtype=vectors.dtype, device=vectors.device)
+def ras_to_ijk_vectors(vectors, ras_to_ijk):
+    """RAS displacement vectors ``[M, 3]`` (mm) as voxel-index displacements ``[M, 3]`` (order i, j, k);
+    ``ras_to_ijk``: the ``[3, 3]`` tensor ``volume.ras_to_ijk[:3, :3]`` (made once, outside loops)."""
+    m = ras_to_ijk
     return vectors[:, 0:1] * m[:, 0] + vectors[:, 1:2] * m[:, 1] + vectors[:, 2:3] * m[:, 2]
+
+
+def sample_grid(volume5d, grid):
+    """Trilinear samples ``[M, C]`` of ``volume5d`` ``[1, C, K, J, I]`` at grid_sample coordinates ``grid``
+    ``[M, 3]`` (order i, j, k, each normalised to [-1, 1] over the voxel centres; clamped to the grid)."""
+    import torch.nn.functional as F
+
+    out = F.grid_sample(volume5d, grid.reshape(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border",
+                        align_corners=True)
+    return out.reshape(volume5d.shape[1], -1).T
 
 
 def sample_fields(fields, ijk):
     """Trilinear samples ``[M, C]`` of ``fields`` ``[C, K, J, I]`` at continuous voxel indices ``ijk`` ``[M, 3]``
     (order i, j, k; clamped to the grid)."""
     import torch
-    import torch.nn.functional as F
 
     size = torch.tensor(fields.shape[1:][::-1], dtype=fields.dtype, device=fields.device)
-    grid = ijk * (2.0 / (size - 1.0)) - 1.0
-    out = F.grid_sample(fields[None], grid.reshape(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border",
-                        align_corners=True)
-    return out.reshape(fields.shape[0], -1).T
+    return sample_grid(fields[None], ijk * (2.0 / (size - 1.0)) - 1.0)

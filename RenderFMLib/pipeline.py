@@ -231,3 +231,14 @@ def render_scene_reference(scene: Scene, camera: Camera, mode: str = "cinematic"
 
     return render_reference(scene.working, scene.tf, camera, mode=mode, lighting=scene.lighting,
                             device=scene.device, illumination=scene.illumination)
+
+
+def render_scene_references(scene: Scene, cameras: list[Camera], mode: str = "cinematic",
+                            cancel: Callable[[], bool] | None = None) -> list[np.ndarray]:
+    """The reference renderer's RGB images (alpha dropped) of the scene for each of ``cameras``, in order.
+    ``cancel()`` returning true (checked before each view) raises :class:`InterruptedError`."""
+    images = []
+    for camera in cameras:
+        _check_cancel(cancel)
+        images.append(render_scene_reference(scene, camera, mode)[0])
+    return images

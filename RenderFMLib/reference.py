@@ -56,6 +56,7 @@ from .illumination import (
     light_offset,
     local_light_depth,
     ras_to_ijk_vectors,
+    sample_grid,
 )
 from .transfer import TransferFunction
 from .volume import Volume
@@ -191,11 +192,9 @@ def _camera_rays(volume: Volume, camera: Camera, device) -> _Rays:
     import torch
 
     origins, directions = camera.pixel_rays()
-    origins = origins.reshape(-1, 3)
     directions = directions.reshape(-1, 3)
-    to_ijk = volume.ras_to_ijk
-    ijk0 = origins @ to_ijk[:3, :3].T + to_ijk[:3, 3]
-    dijk = directions @ to_ijk[:3, :3].T
+    ijk0 = volume.ras_to_ijk_points(origins.reshape(-1, 3))
+    dijk = directions @ volume.ras_to_ijk[:3, :3].T
     upper = np.array(volume.shape[::-1], dtype=np.float64) - 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = np.where(np.abs(dijk) > 1e-12, 1.0 / np.where(np.abs(dijk) > 1e-12, dijk, 1.0), np.inf)
@@ -331,8 +330,7 @@ def _render(volume, tf, camera, mode, step, lighting, dev, chunk_rays, illuminat
     if mode == "cinematic":
         secondary = illumination_fields[None].contiguous(memory_format=torch.channels_last_3d)
     elif mode == "shaded" and tf.shade:
-        view = np.array(camera.focal_point) - np.array(camera.position)
-        secondary = vtk_shading_volumes(gradient, tf, view / np.linalg.norm(view))[None].contiguous(
+        secondary = vtk_shading_volumes(gradient, tf, camera.basis()[2])[None].contiguous(
             memory_format=torch.channels_last_3d)
     else:
         secondary = None
@@ -342,11 +340,14 @@ def _render(volume, tf, camera, mode, step, lighting, dev, chunk_rays, illuminat
     rgb = torch.zeros((camera.height * camera.width, 3), dtype=torch.float32, device=dev)
     alpha = torch.zeros((camera.height * camera.width,), dtype=torch.float32, device=dev)
     grid_scale = torch.tensor([2.0 / (s - 1) for s in volume.shape[::-1]], dtype=torch.float32, device=dev)
+    ras_to_ijk = torch.as_tensor(volume.ras_to_ijk[:3, :3], dtype=torch.float32, device=dev)
     context = _MarchContext(tf=tf, table=table, step_table=step_table, primary=primary, secondary=secondary,
-                            mode=mode, step=step, lighting=lighting, volume=volume, grid_scale=grid_scale)
+                            mode=mode, step=step, lighting=lighting, volume=volume, grid_scale=grid_scale,
+                            ras_to_ijk=ras_to_ijk)
+    spacing_min = float(volume.spacing.min())
     for start in range(0, int(rays.pixel.numel()), chunk_rays):
         stop = min(start + chunk_rays, int(rays.pixel.numel()))
-        near, far = _skip_empty(rays, occupancy, float(volume.spacing.min()), start, stop)
+        near, far = _skip_empty(rays, occupancy, spacing_min, start, stop)
         colour, opacity = _march(context, rays, start, stop, near, far)
         rgb[rays.pixel[start:stop]] = colour
         alpha[rays.pixel[start:stop]] = opacity
@@ -370,15 +371,7 @@ class _MarchContext:
     lighting: LightingRig | None
     volume: Volume
     grid_scale: object  # [3]: grid_sample units per voxel along i, j, k
-
-
-def _sample(volume5d, grid):
-    """Trilinear samples ``[M, C]`` of ``volume5d`` ``[1, C, K, J, I]`` at grid_sample coordinates ``[M, 3]``."""
-    import torch.nn.functional as F
-
-    out = F.grid_sample(volume5d, grid.reshape(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border",
-                        align_corners=True)
-    return out.reshape(volume5d.shape[1], -1).T
+    ras_to_ijk: object  # [3, 3] float32: RAS displacement (mm) -> voxel-index displacement (i, j, k)
 
 
 def _march(ctx: _MarchContext, rays: _Rays, start: int, stop: int, near, far):
@@ -406,7 +399,7 @@ def _march(ctx: _MarchContext, rays: _Rays, start: int, stop: int, near, far):
         numbers = next_sample[active][:, None] + offsets[None, :]  # [A, S] (or [A, S + 1])
         t = numbers.to(torch.float32) * ctx.step
         grid = origin[active][:, None, :] + t[..., None] * direction[active][:, None, :]
-        base = _sample(ctx.primary, grid.reshape(-1, 3)).reshape(n_active, offsets.numel(), -1)  # [A, S(+1), C1]
+        base = sample_grid(ctx.primary, grid.reshape(-1, 3)).reshape(n_active, offsets.numel(), -1)  # [A, S(+1), C1]
         if preintegrate:
             numbers, grid_front, grid, front, base = (numbers[:, 1:], grid[:, :-1], grid[:, 1:], base[:, :-1, 0],
                                                       base[:, 1:])
@@ -458,15 +451,15 @@ def _shade(ctx: _MarchContext, rgb, sample_alpha, grid, hu, ras_dir):
         return emitted
     c = rgb[index]
     if ctx.mode == "shaded":
-        extra = _sample(ctx.secondary, grid[index])
+        extra = sample_grid(ctx.secondary, grid[index])
         radiance = c * extra[:, 0:1] + extra[:, 1:2]
     else:
         position = grid[index]
-        gradient = _sample(ctx.secondary[:, 0:3], position)
-        offset = ras_to_ijk_vectors(light_offset(gradient, ctx.lighting, ctx.volume), ctx.volume) * ctx.grid_scale
+        gradient = sample_grid(ctx.secondary[:, 0:3], position)
+        offset = ras_to_ijk_vectors(light_offset(gradient, ctx.lighting, ctx.volume), ctx.ras_to_ijk) * ctx.grid_scale
         there = position + offset
-        light = _sample(ctx.secondary[:, 3:8], there)
-        light[:, 0:2] += local_light_depth(ctx.table, hu[index], _sample(ctx.primary[:, 0:1], there)[:, 0],
+        light = sample_grid(ctx.secondary[:, 3:8], there)
+        light[:, 0:2] += local_light_depth(ctx.table, hu[index], sample_grid(ctx.primary[:, 0:1], there)[:, 0],
                                            gradient, ctx.lighting, ctx.volume)[:, None]
         view = ras_dir[torch.div(index, SEGMENT_SAMPLES, rounding_mode="floor")]
         radiance = cinematic_radiance(c, torch.cat([gradient, light], dim=1), ctx.tf, ctx.lighting, view)

@@ -29,9 +29,8 @@ def vtk_display_equivalent(image: np.ndarray, volume: Volume, camera: Camera) ->
     xs, ys = uv[:, 0], height - uv[:, 1]  # VTK's rows count from the bottom
     min_x, max_x = max(xs.min() - 2.0, 0.0), min(xs.max() + 2.0, width - 1.0)
     min_y, max_y = max(ys.min() - 2.0, 0.0), min(ys.max() + 2.0, height - 1.0)
-    out = np.zeros_like(image)
     if max_x < min_x or max_y < min_y:
-        return out
+        return np.zeros_like(image)
     origin_x, origin_y = int(min_x), int(min_y)
     size_x, size_y = int(max_x - min_x + 1.0), int(max_y - min_y + 1.0)
     bottom_up = image[::-1]
@@ -47,8 +46,7 @@ def vtk_display_equivalent(image: np.ndarray, volume: Volume, camera: Camera) ->
     top = bottom_up[y0][:, x0] * (1 - fx) + bottom_up[y0][:, x1] * fx
     bottom = bottom_up[y1][:, x0] * (1 - fx) + bottom_up[y1][:, x1] * fx
     result[origin_y:origin_y + size_y, origin_x:origin_x + size_x] = top * (1 - fy) + bottom * fy
-    out[:] = result[::-1]
-    return out
+    return np.ascontiguousarray(result[::-1])
 
 
 def compare_with_vtk(volume: Volume, tf: TransferFunction, cameras: list[Camera],

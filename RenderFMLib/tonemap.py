@@ -36,13 +36,3 @@ def tone_map(rgb, alpha, exposure: float = 0.0):
     safe = torch.where(a > MIN_ALPHA, a, torch.ones_like(a))
     straight = rgb * (2.0 ** float(exposure)) / safe
     return torch.where(a > MIN_ALPHA, aces_filmic(straight) * a, torch.zeros_like(rgb))
-
-
-def tone_map_numpy(rgb, alpha, exposure: float = 0.0):
-    """:func:`tone_map` for numpy arrays (float32 ``[..., 3]`` and ``[..., 1]``); returns a float32 numpy array."""
-    import numpy as np
-    import torch
-
-    out = tone_map(torch.as_tensor(np.asarray(rgb, dtype=np.float32)),
-                   torch.as_tensor(np.asarray(alpha, dtype=np.float32)), exposure)
-    return out.numpy()

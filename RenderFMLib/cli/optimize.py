@@ -51,8 +51,9 @@ def run(args) -> int:
     import time
     from dataclasses import replace
 
-    from ..camera import orbit_cameras, parse_size, sphere_cameras
+    from ..camera import parse_size
     from ..errors import RenderFMError
+    from ..finetune import held_out_views, training_views
     from ..optimize import evaluate_views, optimize_gaussians, random_gaussians
     from ..pipeline import render_scene_reference
     from ..ply import write_6dgs_ply
@@ -71,10 +72,8 @@ def run(args) -> int:
         start = random_gaussians(scene.working, scene.num_gaussians, seed=args.seed, device=scene.device)
         scene = replace(scene, gaussians=start, method="random")
     width, height = parse_size(args.size)
-    center, radius = scene.working.center_ras(), scene.working.radius_mm()
-    train = sphere_cameras(center, radius, args.views, width, height, seed=args.seed + 1)
-    held = orbit_cameras(center, radius, args.held_out, width, height, elevation_deg=20.0,
-                         start_azimuth_deg=180.0 / args.held_out)
+    train = training_views(scene, args.views, (width, height), seed=args.seed + 1)
+    held = held_out_views(scene, args.held_out, (width, height))
     tic = time.perf_counter()
     with progress(len(train) + len(held), "reference views", quiet=quiet, unit="view") as bar:
         targets = []

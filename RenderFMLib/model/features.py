@@ -7,7 +7,6 @@ segmentation). This is the "anatomy-guided priming" input of Render-FM: anatomy 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..transfer import TransferFunction
@@ -37,8 +36,3 @@ def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> tuple[torch.Tensor, 
     padded = torch.nn.functional.pad(tensor[None] if tensor.ndim == 4 else tensor,
                                      (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate")
     return (padded[0] if tensor.ndim == 4 else padded), sizes
-
-
-def mask_to_numpy(mask) -> np.ndarray | None:
-    """A mask as uint8 numpy (1 = shown) or ``None``."""
-    return None if mask is None else (np.asarray(mask) > 0).astype(np.uint8)

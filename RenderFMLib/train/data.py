@@ -22,10 +22,10 @@ from ..camera import Camera, sphere_cameras
 from ..errors import RenderFMError
 from ..illumination import LightingRig, compute_illumination
 from ..model.features import make_features
-from ..pipeline import apply_mask
+from ..pipeline import apply_mask, working_grid
 from ..presets import ct_preset_names, get_preset
 from ..transfer import TransferFunction
-from ..volume import Volume, crop, load_volume, resample, resample_labels, resample_to_grid
+from ..volume import Volume, crop, load_volume, resample_to_grid
 from .cache import ReferenceCache
 
 #: Presets used for training (CT presets that show something on typical torso CT).
@@ -62,9 +62,7 @@ class TrainingSource:
             same_grid = label_volume.shape == volume.shape and np.allclose(label_volume.ijk_to_ras,
                                                                            volume.ijk_to_ras, atol=1e-3)
             labels = label_volume.array if same_grid else resample_to_grid(label_volume, volume)
-        working = resample(volume, spacing_mm)
-        if labels is not None:
-            labels = resample_labels(labels, volume, spacing_mm)
+        working, _, labels = working_grid(volume, spacing_mm, labels=labels, crop_body=False)
         return working, labels
 
 

@@ -139,8 +139,7 @@ def predict_sample(model: torch.nn.Module, sample: Sample, config: TrainConfig):
     """Gaussians for a sample: analytic + network residuals read at the Gaussians' voxels (differentiable)."""
     from ..model.features import pad_to_multiple
 
-    divisor = 2 ** (len(config.widths) - 1)
-    padded, sizes = pad_to_multiple(sample.features, divisor)
+    padded, sizes = pad_to_multiple(sample.features, UNetConfig(widths=tuple(config.widths)).divisor)
     output = model(padded[None])[0][:, :sizes[0], :sizes[1], :sizes[2]]
     residuals = output.reshape(output.shape[0], -1)[:, sample.analytic.voxel_index].T
     spacing = float(np.mean(sample.working.spacing))

@@ -13,13 +13,7 @@ from RenderFMLib.optimize import evaluate_views, image_loss, optimize_gaussians,
 from RenderFMLib.pipeline import prepare_scene, render_scene_reference
 from RenderFMLib.presets import get_preset
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(min(previous, 2))
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +89,34 @@ def test_budgets_cancel_and_errors(tiny):
         optimize_gaussians(scene, train, targets[:2])
     with pytest.raises(ValueError, match="iterations or seconds"):
         optimize_gaussians(scene, train, targets, iterations=None, seconds=None)
+
+
+def test_finetune_scene_reports_and_counts_only_preparation_time(tiny):
+    from RenderFMLib.finetune import finetune_scene, optimize_scene
+
+    scene = tiny[0]
+    tuned, log, reference_seconds = optimize_scene(scene, "per_scan", iterations=3, views=2, size=24, sh_degree=1)
+    assert tuned.method == "per_scan" and log.iterations == 3 and not log.curve and tuned.gaussians.sh_degree == 1
+    assert tuned.prep_seconds == pytest.approx(scene.prep_seconds + reference_seconds + log.seconds)
+    tuned, report = finetune_scene(scene, seconds=None, iterations=3, views=2, size=24, held_out=1, sh_degree=1)
+    assert tuned.method == "analytic+finetune" and report.iterations == 3 and len(report.curve) == 2
+    assert report.psnr_before == pytest.approx(report.curve[0][1], abs=1e-3)  # the curve is rounded
+    assert report.psnr_after == pytest.approx(report.curve[-1][1], abs=1e-3)
+    # held-out evaluation is not preparation time
+    assert tuned.prep_seconds <= scene.prep_seconds + report.reference_seconds + report.seconds + 1e-6
+    with pytest.raises(InterruptedError):
+        finetune_scene(scene, iterations=3, views=2, size=24, held_out=1, cancel=lambda: True)
+
+
+def test_evaluate_volume_runs_the_gaussian_methods():
+    from RenderFMLib.evaluate import EvalSettings, evaluate_volume
+    from RenderFMLib.phantom import make_phantom
+
+    settings = EvalSettings(views=2, size=24, train_views=2, per_scan_s=0.3, spacing_mm=16.0, device="cpu",
+                            methods=("analytic", "per_scan"))
+    result, images = evaluate_volume(make_phantom(seed=0, spacing_mm=6.0).volume, get_preset("CT-Bone"), settings)
+    assert set(result["methods"]) == {"analytic", "per_scan"} and set(images) == {"reference", "analytic", "per_scan"}
+    per_scan = result["methods"]["per_scan"]
+    assert per_scan["iterations"] >= 1 and per_scan["prep_s"] > result["methods"]["analytic"]["prep_s"]
+    assert all(len(images[name]) == 2 and images[name][0].shape == (24, 24, 3) for name in images)
+    assert np.isfinite(per_scan["psnr"]) and per_scan["fps"] > 0
