@@ -11,6 +11,8 @@ resumes from the last checkpoint. Every checkpoint also checks that all processe
 from __future__ import annotations
 
 import csv
+import gc
+import importlib.util
 import json
 import math
 import os
@@ -93,6 +95,8 @@ class Distributed:
         self.device = torch.device(f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        elif self.world > 1:
+            _share_cpu_threads()
 
     @property
     def is_main(self) -> bool:
@@ -123,9 +127,27 @@ class Distributed:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item() > 0)
 
-    def close(self) -> None:
+    def close(self, completed: bool) -> None:
+        """Leave the process group. After a completed run every process first waits for the others, so none tears
+        down its connections while another still uses them (after a failure the others may never arrive: no wait).
+        The process group is then freed here, while the interpreter is fully alive: a group freed during interpreter
+        shutdown can abort the process from one of its worker threads. Call this after dropping the DDP wrapper."""
         if self.world > 1:
+            if completed:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
+            gc.collect()
+
+
+def _share_cpu_threads() -> None:
+    """Give the numba kernels (cpu-fast rendering) the same thread count as torch in this process. ``torchrun``
+    sets ``OMP_NUM_THREADS`` (default 1) per process so that processes don't oversubscribe the cores; numba does
+    not read it and would start a thread per core in every process."""
+    if importlib.util.find_spec("numba") is None:
+        return
+    import numba
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 def sample_scene(sample: Sample, gaussians=None) -> Scene:
@@ -248,6 +270,7 @@ def train(config: TrainConfig, log=print) -> Path:
     pool = SamplePool(factory, config.pool_size, config.new_sample_every, config.seed * 7919 + dist.rank)
     start = time.perf_counter()
     losses: list[float] = []
+    completed = False
     try:
         while step < config.steps:
             sample = pool.next(step)
@@ -288,9 +311,11 @@ def train(config: TrainConfig, log=print) -> Path:
                 "steps": step, "config": asdict(config), "world_size": dist.world,
                 "device": str(dist.device), "seconds": round(time.perf_counter() - start, 1)})
             save_model(model, header, weights)
+        completed = True
         return weights
     finally:
         if metrics_file:
             metrics_file.close()
-        dist.close()
+        trained = None  # the DDP wrapper holds the process group: release it before the group is destroyed
+        dist.close(completed)
         sys.stdout.flush()

@@ -60,7 +60,8 @@ def test_training_checkpoints_and_resumes(tmp_path):
 
 def test_two_cpu_processes_keep_identical_parameters(tmp_path, repo_root):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root)}
+    # faulthandler: if a rank dies from a signal, its Python stack is in stderr (and so in the failure message)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root), "PYTHONFAULTHANDLER": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "RenderFMLib.cli", "train", "phantom:1", "phantom:3", "--out", str(out), "--steps", "3",
                "--checkpoint-every", "1", "--spacing", "6", "--crop", "20", "--views", "1", "--image-size", "32",
@@ -74,6 +75,20 @@ def test_two_cpu_processes_keep_identical_parameters(tmp_path, repo_root):
         assert len(sums) == 2 and sums[0] == sums[1]
     assert rows[0]["checksums"] != rows[-1]["checksums"]  # parameters did change
     assert (out / "renderfm_unet.safetensors").is_file()
+
+
+def test_cpu_processes_give_numba_the_torch_thread_count():
+    numba = pytest.importorskip("numba")
+    from RenderFMLib.train.loop import _share_cpu_threads
+
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _share_cpu_threads()
+        assert numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
 
 
 @pytest.mark.parametrize("bad", ["/nonexistent/folder"])
