@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -75,6 +76,36 @@ def test_two_cpu_processes_keep_identical_parameters(tmp_path, repo_root):
         assert len(sums) == 2 and sums[0] == sums[1]
     assert rows[0]["checksums"] != rows[-1]["checksums"]  # parameters did change
     assert (out / "renderfm_unet.safetensors").is_file()
+
+
+CLOSE_SCRIPT = """
+import os
+import torch
+from RenderFMLib.train.loop import Distributed
+
+dist = Distributed()
+model = torch.nn.Linear(3, 2)
+optimizer = torch.optim.Adam(model.parameters())  # imports torch._dynamo (after the group exists)
+wrapped = dist.wrap(model)
+wrapped(torch.randn(4, 3)).sum().backward()
+optimizer.step()
+wrapped = None
+dist.close(completed=True)
+names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+print(f"rank {dist.rank}: {sum('gloo' in name for name in names)} gloo threads after close", flush=True)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through Linux /proc")
+def test_closing_the_process_group_stops_its_threads(tmp_path, repo_root):
+    script = tmp_path / "close.py"
+    script.write_text(textwrap.dedent(CLOSE_SCRIPT))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root), "PYTHONFAULTHANDLER": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=repo_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"rank {rank}: 0 gloo threads after close" in result.stdout, result.stdout
 
 
 def test_cpu_processes_give_numba_the_torch_thread_count():
