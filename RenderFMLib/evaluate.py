@@ -65,6 +65,18 @@ def _gaussian_method(scene: Scene, cameras: list[Camera], references: list[np.nd
     return result, [r.rgb for r in rendered]
 
 
+def shared_spacing_mm(settings: EvalSettings) -> float | None:
+    """The working spacing (mm) of every method in one evaluation, so that all share one grid and its references:
+    ``settings.spacing_mm`` if given; else the network's spacing when a Render-FM method is evaluated (it was
+    trained for that grid); else ``None`` (the device's default)."""
+    if settings.spacing_mm is not None or not {"feedforward", "finetune"} & set(settings.methods):
+        return settings.spacing_mm
+    from .model.weights import read_header
+    from .resources import default_weights_path
+
+    return read_header(settings.weights or default_weights_path()).working_spacing_mm
+
+
 def evaluate_volume(volume: Volume, tf: TransferFunction, settings: EvalSettings | None = None,
                     progress: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """Evaluate the methods of ``settings`` on ``volume`` with ``tf``.
@@ -75,8 +87,9 @@ def evaluate_volume(volume: Volume, tf: TransferFunction, settings: EvalSettings
     """
     settings = settings or EvalSettings()
     say = progress or (lambda message: None)
+    spacing_mm = shared_spacing_mm(settings)
     say("analytic initialisation")
-    analytic = prepare_scene(volume, tf, method="analytic", spacing_mm=settings.spacing_mm, device=settings.device)
+    analytic = prepare_scene(volume, tf, method="analytic", spacing_mm=spacing_mm, device=settings.device)
     cameras = held_out_views(analytic, settings.views, settings.size)
     say("reference renders of the held-out views")
     references = render_scene_references(analytic, cameras)
@@ -103,7 +116,7 @@ def evaluate_volume(volume: Volume, tf: TransferFunction, settings: EvalSettings
     feedforward = None
     if {"feedforward", "finetune"} & set(settings.methods):
         say("Render-FM feedforward prediction")
-        feedforward = prepare_scene(volume, tf, method="model", spacing_mm=settings.spacing_mm,
+        feedforward = prepare_scene(volume, tf, method="model", spacing_mm=spacing_mm,
                                     device=settings.device, weights=settings.weights)
         if "feedforward" in settings.methods:
             methods["feedforward"], images["feedforward"] = _gaussian_method(feedforward, cameras, references)

@@ -23,7 +23,9 @@ def register(subparsers) -> None:
     parser.add_argument("--train-views", type=int, default=20, help="views for fine-tuning / per-scan (20)")
     parser.add_argument("--finetune-seconds", type=float, default=60.0)
     parser.add_argument("--per-scan-seconds", type=float, default=120.0)
-    add_scene_arguments(parser, method=False, spacing_help="working spacing mm (default per device)",
+    add_scene_arguments(parser, method=False,
+                        spacing_help="working spacing mm of every method (default: the network's when it is "
+                                     "evaluated, else per device)",
                         device_help="auto, cpu or cuda", weights_help="model weights (default: the shipped ones)",
                         metavars=False)
     parser.add_argument("--methods", default=",".join(("vtk", "analytic", "feedforward", "finetune", "per_scan")),

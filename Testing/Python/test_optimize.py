@@ -120,3 +120,15 @@ def test_evaluate_volume_runs_the_gaussian_methods():
     assert per_scan["iterations"] >= 1 and per_scan["prep_s"] > result["methods"]["analytic"]["prep_s"]
     assert all(len(images[name]) == 2 and images[name][0].shape == (24, 24, 3) for name in images)
     assert np.isfinite(per_scan["psnr"]) and per_scan["fps"] > 0
+
+
+def test_evaluation_puts_every_method_on_one_grid():
+    from RenderFMLib.evaluate import EvalSettings, shared_spacing_mm
+    from RenderFMLib.model.weights import read_header
+    from RenderFMLib.resources import default_weights_path
+
+    network_spacing = read_header(default_weights_path()).working_spacing_mm
+    assert shared_spacing_mm(EvalSettings(methods=("analytic", "feedforward"))) == network_spacing
+    assert shared_spacing_mm(EvalSettings(methods=("vtk", "finetune"))) == network_spacing
+    assert shared_spacing_mm(EvalSettings(methods=("analytic", "per_scan"))) is None  # the device's default
+    assert shared_spacing_mm(EvalSettings(spacing_mm=2.5, methods=("analytic", "feedforward"))) == 2.5
