@@ -7,8 +7,9 @@ For a camera centre ``c`` and each Gaussian, with the view direction ``d = norma
 * ``alpha = sigmoid(o) * exp(-lam (d - mu_d)^T Sigma_dd^-1 (d - mu_d))`` (no 1/2 factor; ``lam = 0.35`` default)
 * ``colour = max(0, 0.5 + SH(d))`` (linear RGB).
 
-Everything is differentiable torch code on small 3x3 blocks written out element by element (batched
-``torch.linalg`` calls on millions of 3x3 matrices are slow on CPU). The view-independent part — the Cholesky
+Everything is differentiable torch code on small 3x3 blocks: batched matrix products, and Cholesky factors and
+triangular solves written out element by element (batched ``torch.linalg`` factorisations of millions of 3x3
+matrices are slow on CPU). The view-independent part — the Cholesky
 factor of ``Sigma_dd``, the regression gain and the conditional covariance — lives in
 :class:`ConditioningFactors`; compute it once with :func:`conditioning_factors` and reuse it for every view while
 the Gaussians do not change. The conditional covariance is formed as ``A (I + E^T E)^-1 A^T`` (``A``, ``E`` from
@@ -102,21 +103,23 @@ class ConditioningFactors:
     labels: torch.Tensor | None
 
 
-# ---- 3x3 blocks, element by element ------------------------------------------------------------------------------
-def _matmul3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for ``[..., 3, 3]`` operands."""
-    return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(dim=-2)
+# ---- 3x3 factorisations, element by element -------------------------------------------------------------------
+def _entries3(m: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """The entries of ``[..., 3, 3]`` ``m`` as ``entries[row][col]`` ``[...]``. Two unbinds instead of nine
+    indexings: the backward of each indexing fills a whole ``[..., 3, 3]`` gradient with zeros."""
+    return [row.unbind(-1) for row in m.unbind(-2)]
 
 
 def _cholesky3(s: torch.Tensor) -> torch.Tensor:
     """Lower Cholesky factor ``[..., 3, 3]`` of SPD ``s``; pivots are clamped at a tiny positive value."""
     tiny = torch.finfo(s.dtype).tiny
-    l00 = torch.sqrt(s[..., 0, 0].clamp_min(tiny))
-    l10 = s[..., 1, 0] / l00
-    l20 = s[..., 2, 0] / l00
-    l11 = torch.sqrt((s[..., 1, 1] - l10 * l10).clamp_min(tiny))
-    l21 = (s[..., 2, 1] - l20 * l10) / l11
-    l22 = torch.sqrt((s[..., 2, 2] - l20 * l20 - l21 * l21).clamp_min(tiny))
+    e = _entries3(s)
+    l00 = torch.sqrt(e[0][0].clamp_min(tiny))
+    l10 = e[1][0] / l00
+    l20 = e[2][0] / l00
+    l11 = torch.sqrt((e[1][1] - l10 * l10).clamp_min(tiny))
+    l21 = (e[2][1] - l20 * l10) / l11
+    l22 = torch.sqrt((e[2][2] - l20 * l20 - l21 * l21).clamp_min(tiny))
     zero = torch.zeros_like(l00)
     return torch.stack([torch.stack([l00, zero, zero], -1), torch.stack([l10, l11, zero], -1),
                         torch.stack([l20, l21, l22], -1)], dim=-2)
@@ -130,10 +133,11 @@ def _solve_lower3(lower: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     vector = rhs.ndim == lower.ndim - 1
     if vector:
         rhs = rhs.unsqueeze(-1)
-    low = [[lower[..., i, j].unsqueeze(-1) for j in range(3)] for i in range(3)]
-    x0 = rhs[..., 0, :] / low[0][0]
-    x1 = (rhs[..., 1, :] - low[1][0] * x0) / low[1][1]
-    x2 = (rhs[..., 2, :] - low[2][0] * x0 - low[2][1] * x1) / low[2][2]
+    low = [[entry.unsqueeze(-1) for entry in row] for row in _entries3(lower)]
+    r0, r1, r2 = rhs.unbind(-2)
+    x0 = r0 / low[0][0]
+    x1 = (r1 - low[1][0] * x0) / low[1][1]
+    x2 = (r2 - low[2][0] * x0 - low[2][1] * x1) / low[2][2]
     out = torch.stack([x0, x1, x2], dim=-2)
     return out.squeeze(-1) if vector else out
 
@@ -152,14 +156,14 @@ def factors_from_cholesky(factor: torch.Tensor, means: torch.Tensor, dir_means: 
     diagonal (e.g. ``torch.linalg.cholesky`` of arbitrary SPD covariances), means ``[N, 3]``, direction means
     ``[N, 3]``, base opacities ``[N]`` (after the sigmoid) and SH ``[N, K, 3]``."""
     a, b, d = factor[:, :3, :3], factor[:, 3:, :3], factor[:, 3:, 3:]
-    sigma_dd = _matmul3(b, b.transpose(-1, -2)) + _matmul3(d, d.transpose(-1, -2))
-    sigma_dp = _matmul3(b, a.transpose(-1, -2))
+    sigma_dd = b @ b.transpose(-1, -2) + d @ d.transpose(-1, -2)
+    sigma_dp = b @ a.transpose(-1, -2)
     chol_dd = _cholesky3(sigma_dd)
     gain = _solve_lower3(chol_dd, sigma_dp)
     e = _solve_lower3(d, b)
-    m = _matmul3(e.transpose(-1, -2), e) + torch.eye(3, dtype=e.dtype, device=e.device)
+    m = e.transpose(-1, -2) @ e + torch.eye(3, dtype=e.dtype, device=e.device)
     f_t = _solve_lower3(_cholesky3(m), a.transpose(-1, -2))
-    cov = _matmul3(f_t.transpose(-1, -2), f_t)
+    cov = f_t.transpose(-1, -2) @ f_t
     return ConditioningFactors(means, dir_means, chol_dd, gain, cov, opacity, sh, labels)
 
 

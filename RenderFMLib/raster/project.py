@@ -127,7 +127,7 @@ def project_gaussians(means: torch.Tensor, covs: torch.Tensor, opacities: torch.
         row0 = torch.stack([fx / zc, zeros, -fx * tx / (zc * zc)], -1)
         row1 = torch.stack([zeros, fy / zc, -fy * ty / (zc * zc)], -1)
     jw = torch.stack([row0, row1], dim=-2) @ rotation  # [N, 2, 3]: J W
-    cov2d = ((jw.unsqueeze(-1) * covs.unsqueeze(-3)).sum(-2).unsqueeze(-2) * jw.unsqueeze(-3)).sum(-1)
+    cov2d = jw @ covs @ jw.transpose(-1, -2)  # [N, 2, 2]
     a = cov2d[:, 0, 0] + EPS2D
     b = 0.5 * (cov2d[:, 0, 1] + cov2d[:, 1, 0])
     c = cov2d[:, 1, 1] + EPS2D
