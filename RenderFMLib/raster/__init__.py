@@ -112,6 +112,8 @@ def render_gaussians(gaussians: Gaussians6D | ConditioningFactors, camera: Camer
 
     Pass :class:`ConditioningFactors` (from :func:`conditioning_factors`) instead of the Gaussians to reuse the
     view-independent work across frames; with the cpu-fast backend the per-view conditioning then runs compiled.
+    With gradients, the cpu-fast backend computes the view-independent factors in numba
+    (:mod:`.cpu_fast_factors`).
     """
     probe = gaussians.means
     needs_grad = _needs_grad(*(gaussians.parameters().values() if isinstance(gaussians, Gaussians6D) else
@@ -124,6 +126,10 @@ def render_gaussians(gaussians: Gaussians6D | ConditioningFactors, camera: Camer
             with torch.no_grad():
                 gaussians = conditioning_factors(gaussians)
         return render_factors_cpu_fast(gaussians, camera, lam, background, return_depth, antialiased)
+    if name == "cpu-fast" and isinstance(gaussians, Gaussians6D):
+        from .cpu_fast_factors import conditioning_factors_cpu_fast
+
+        gaussians = conditioning_factors_cpu_fast(gaussians)
     conditioned = condition(gaussians, camera.center, lam)
     return rasterize(conditioned, camera, name, background, return_depth, antialiased)
 
