@@ -126,7 +126,7 @@ def render_gaussians(gaussians: Gaussians6D | ConditioningFactors, camera: Camer
             with torch.no_grad():
                 gaussians = conditioning_factors(gaussians)
         return render_factors_cpu_fast(gaussians, camera, lam, background, return_depth, antialiased)
-    if name == "cpu-fast" and isinstance(gaussians, Gaussians6D):
+    if name == "cpu-fast" and isinstance(gaussians, Gaussians6D):  # differentiable: factors in numba
         from .cpu_fast_factors import conditioning_factors_cpu_fast
 
         gaussians = conditioning_factors_cpu_fast(gaussians)

@@ -264,10 +264,20 @@ def span_in_tile(bounds, g, px0, py0, pw, ph):  # pragma: no cover - compiled
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def splat_power(a, b, c, dx, dy):  # pragma: no cover - compiled
-    """``-1/2 (a dx^2 + c dy^2) - b dx dy``: the Gaussian's exponent at offset ``(dx, dy)`` from its centre (one
-    expression for the forward and backward passes, so both cull exactly the same pixels)."""
-    return -0.5 * c * dy * dy - (0.5 * a * dx + b * dy) * dx
+def splat_alpha(records, g, x, y):  # pragma: no cover - compiled
+    """Gaussian ``g``'s (a row of :func:`_gather_sorted`'s records) alpha at pixel ``(x, y)``: ``(alpha, raw,
+    falloff, dx, dy)`` with ``falloff = exp(-1/2 (a dx^2 + c dy^2) - b dx dy)`` at the offset ``(dx, dy)`` of the
+    pixel centre from the Gaussian's, ``raw = opacity * falloff`` and ``alpha = min(ALPHA_MAX, raw)``; all three are
+    0 outside the footprint (exponent > 0, or below the record's floor where ``alpha < ALPHA_MIN``). One rule for
+    the forward and backward passes, so both blend exactly the same pixels."""
+    dx = x + 0.5 - records[g, 0]
+    dy = y + 0.5 - records[g, 1]
+    power = -0.5 * records[g, 4] * dy * dy - (0.5 * records[g, 2] * dx + records[g, 3] * dy) * dx
+    if power > 0.0 or power < records[g, 6]:
+        return 0.0, 0.0, 0.0, dx, dy
+    falloff = math.exp(power)
+    raw = records[g, 5] * falloff
+    return min(ALPHA_MAX, raw), raw, falloff, dx, dy
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -287,23 +297,12 @@ def _raster_tiles(tile_start, tile_list, records, bounds, width, height, tiles_x
         for k in range(tile_start[t], tile_start[t + 1]):
             g = tile_list[k]
             xa, xb, ya, yb = span_in_tile(bounds, g, px0, py0, pw, ph)
-            u = records[g, 0]
-            v = records[g, 1]
-            a = records[g, 2]
-            b = records[g, 3]
-            c = records[g, 4]
-            opacity = records[g, 5]
-            floor = records[g, 6]
             for y in range(ya, yb + 1):
-                dy = y + 0.5 - v
                 for x in range(xa, xb + 1):
                     i = (y - py0) * TILE_SIZE + (x - px0)
                     if done[i]:
                         continue
-                    power = splat_power(a, b, c, x + 0.5 - u, dy)
-                    if power > 0.0 or power < floor:
-                        continue
-                    alpha = min(ALPHA_MAX, opacity * math.exp(power))
+                    alpha = splat_alpha(records, g, x, y)[0]
                     if alpha < ALPHA_MIN:
                         continue
                     next_t = trans[i] * (1.0 - alpha)

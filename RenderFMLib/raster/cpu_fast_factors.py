@@ -11,9 +11,9 @@ and ``chol_offdiag [N, 15]``, see :func:`RenderFMLib.gaussians.cholesky_factor`)
 In torch autograd these small 3x3 steps are dozens of operations over ``[N, 3, 3]`` tensors and take about a third
 of a CPU optimisation step. Here one parallel loop does the forward pass, and another recomputes it per Gaussian and
 runs the reverse pass by hand (the derivatives of each scalar step of the element-wise 3x3 Cholesky factorisation
-and forward substitution, in reverse order; pivots clamped at the float32 ``tiny`` like the torch code, with zero
-gradient where clamped). float64 inside, the inputs' dtype outside. Checked against torch autograd of the
-reference code on random Gaussians (``Testing/Python/test_conditioning.py``).
+and forward substitution, in reverse order; pivots clamped at float32's ``tiny`` as the torch code does for float32
+inputs, with zero gradient where clamped). float64 inside, the inputs' dtype outside. Checked against torch
+autograd of the reference code on random Gaussians (``Testing/Python/test_conditioning.py``).
 """
 
 from __future__ import annotations
@@ -105,8 +105,7 @@ def _solve(low, rhs, x):  # pragma: no cover - compiled
 
 @njit(inline="always", cache=True)
 def _solve_backward(low, x, gx, glow, grhs):  # pragma: no cover - compiled
-    """For ``x = low^-1 rhs``: ``glow`` (lower triangle) += and ``grhs`` <- the gradients, given ``gx`` (used as
-    scratch)."""
+    """For ``x = low^-1 rhs``: ``glow`` (lower triangle) += and ``grhs`` <- the gradients, given ``gx``."""
     for k in range(3):
         g2 = gx[2, k] / low[2, 2]
         grhs[2, k] = g2
@@ -182,11 +181,11 @@ def _factors_backward(diag, ratio, rows, cols, chunks, grad_chol_dd, grad_gain, 
     for chunk in prange(chunks):
         lower = np.empty((6, 6))
         glower = np.empty((6, 6))
-        work = np.empty((19, 3, 3))
+        work = np.empty((21, 3, 3))
         s, c, p, g, e, m, k, a_t, f, v = work[0], work[1], work[2], work[3], work[4], work[5], work[6], work[7], \
             work[8], work[9]
-        gc, gs, gp, ge, gm, gk, ga_t, gf, gb = work[10], work[11], work[12], work[13], work[14], work[15], \
-            work[16], work[17], work[18]
+        gc, gs, gp, ge, gm, gk, ga_t, gf, gb, gd, gg = work[10], work[11], work[12], work[13], work[14], work[15], \
+            work[16], work[17], work[18], work[19], work[20]
         for index in range(chunk * n // chunks, (chunk + 1) * n // chunks):
             _build_factor(diag, ratio, index, rows, cols, lower)
             _forward_one(lower, s, c, p, g, e, m, k, a_t, f, v)
@@ -219,13 +218,11 @@ def _factors_backward(diag, ratio, rows, cols, chunks, grad_chol_dd, grad_gain, 
             # E = D^-1 B
             for i in range(3):
                 for j in range(3):
-                    gk[i, j] = 0.0  # reused: gradient of D
-            _solve_backward(lower[3:, 3:], e, ge, gk, gb)
+                    gd[i, j] = 0.0
+                    gg[i, j] = grad_gain[index, i, j]
+            _solve_backward(lower[3:, 3:], e, ge, gd, gb)
             # G = C^-1 P
-            for i in range(3):
-                for j in range(3):
-                    ge[i, j] = grad_gain[index, i, j]  # reused: scratch copy of the output gradient
-            _solve_backward(c, g, ge, gc, gp)
+            _solve_backward(c, g, gg, gc, gp)
             # P = B A^T
             for i in range(3):
                 for j in range(3):
@@ -249,7 +246,7 @@ def _factors_backward(diag, ratio, rows, cols, chunks, grad_chol_dd, grad_gain, 
                         total_d += sym * lower[3 + q, 3 + j]
                     glower[3 + i, j] += gb[i, j] + total_b
                     if j <= i:
-                        glower[3 + i, 3 + j] += gk[i, j] + total_d
+                        glower[3 + i, 3 + j] += gd[i, j] + total_d
             # lower[r, r] = diag[r]; lower[r, c] = ratio lower[r, r]
             for q in range(rows.shape[0]):
                 r = rows[q]

@@ -19,13 +19,11 @@ Checked against the torch reference on random scenes (``Testing/Python/test_rast
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from numba import njit, prange
 
-from .cpu_fast import _FASTMATH, _LOCK, TileBlend, as_numpy, blend_projected, span_in_tile, splat_power, tile_rect
+from .cpu_fast import _FASTMATH, _LOCK, TileBlend, as_numpy, blend_projected, span_in_tile, splat_alpha, tile_rect
 from .project import (
     ALPHA_MAX,
     ALPHA_MIN,
@@ -73,26 +71,15 @@ def _blend_backward(tile_start, tile_list, records, bounds, end, alpha_image, wi
         for k in range(tile_start[t + 1] - 1, tile_start[t] - 1, -1):
             g = tile_list[k]
             xa, xb, ya, yb = span_in_tile(bounds, g, px0, py0, pw, ph)
-            u = records[g, 0]
-            v = records[g, 1]
             a = records[g, 2]
             b = records[g, 3]
             c = records[g, 4]
-            opacity = records[g, 5]
-            floor = records[g, 6]
             for y in range(ya, yb + 1):
-                dy = y + 0.5 - v
                 for x in range(xa, xb + 1):
                     i = (y - py0) * TILE_SIZE + (x - px0)
                     if k >= stop[i]:
                         continue
-                    dx = x + 0.5 - u
-                    power = splat_power(a, b, c, dx, dy)
-                    if power > 0.0 or power < floor:
-                        continue
-                    falloff = math.exp(power)
-                    raw = opacity * falloff
-                    alpha = min(ALPHA_MAX, raw)
+                    alpha, raw, falloff, dx, dy = splat_alpha(records, g, x, y)
                     if alpha < ALPHA_MIN:
                         continue
                     before = trans[i] / (1.0 - alpha)

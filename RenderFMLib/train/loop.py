@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import importlib
-import importlib.util
 import json
 import math
 import os
@@ -148,7 +147,9 @@ def _share_cpu_threads() -> None:
     """Give the numba kernels (cpu-fast rendering) the same thread count as torch in this process. ``torchrun``
     sets ``OMP_NUM_THREADS`` (default 1) per process so that processes don't oversubscribe the cores; numba does
     not read it and would start a thread per core in every process."""
-    if importlib.util.find_spec("numba") is None:
+    from ..raster import backend_status
+
+    if backend_status("cpu-fast") is not None:  # no numba: nothing to configure
         return
     import numba
 
